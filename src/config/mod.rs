@@ -1,0 +1,574 @@
+//! Command line and config file (spec section 5).
+//!
+//! Flags use Go's syntax (`-flag`, `--flag`, `=value` or ` value`; booleans
+//! take a value only with `=`). A TOML file given with `--config` uses the
+//! flag names with `_` for `-`; a flag given on the command line wins over
+//! the file, the file over the default. clap does the parsing and the
+//! `--help` text; Go's single-dash long flags are rewritten to double-dash
+//! before clap sees them, and clap's multi-line errors are reduced to the
+//! one line Go's `flag` package would print.
+
+mod duration;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+
+pub use duration::{format_go_duration, parse_go_duration};
+
+use crate::tcp::TcpLimits;
+
+/// Log verbosity, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            "fatal" => LogLevel::Fatal,
+            _ => {
+                return Err(format!(
+                    "invalid log level {s:?} (debug, info, warn, error, fatal)"
+                ));
+            }
+        })
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_go_duration(s)
+}
+
+fn parse_log_level(s: &str) -> Result<LogLevel, String> {
+    s.parse()
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean {s:?}")),
+    }
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("invalid size {s:?} (a number of bytes)")),
+    }
+}
+
+/// The command line as clap sees it.
+#[derive(Parser, Debug)]
+#[command(
+    name = "nsqlookupd",
+    about = "NSQ's discovery daemon: nsqd nodes register over TCP, consumers look them up over HTTP.",
+    disable_version_flag = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// <addr>:<port> to listen on for TCP clients (nsqd)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:4160",
+        help_heading = "Listeners"
+    )]
+    tcp_address: String,
+
+    /// <addr>:<port> to listen on for HTTP clients (consumers, nsqadmin)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:4161",
+        help_heading = "Listeners"
+    )]
+    http_address: String,
+
+    /// address of this lookupd node, returned to nsqd by IDENTIFY [default: the OS hostname]
+    #[arg(long, value_name = "ADDR", help_heading = "Listeners")]
+    broadcast_address: Option<String>,
+
+    /// duration of time a producer will remain in the active list since its last ping
+    #[arg(long, value_name = "DURATION", default_value = "5m0s", value_parser = parse_duration,
+        help_heading = "Registry timings")]
+    inactive_producer_timeout: Duration,
+
+    /// duration of time a producer will remain tombstoned if registration remains
+    #[arg(long, value_name = "DURATION", default_value = "45s", value_parser = parse_duration,
+        help_heading = "Registry timings")]
+    tombstone_lifetime: Duration,
+
+    /// longest accepted TCP command line in bytes; longer is a fatal E_INVALID
+    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_size,
+        help_heading = "Limits")]
+    max_command_size: usize,
+
+    /// largest accepted IDENTIFY body in bytes; larger (or negative) is a fatal E_BAD_BODY
+    #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = parse_size,
+        help_heading = "Limits")]
+    max_identify_body_size: usize,
+
+    /// set log verbosity: debug, info, warn, error, or fatal
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_log_level,
+        help_heading = "Logging")]
+    log_level: LogLevel,
+
+    /// log message prefix
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "[nsqlookupd] ",
+        allow_hyphen_values = true,
+        help_heading = "Logging"
+    )]
+    log_prefix: String,
+
+    /// [deprecated] has no effect, use --log-level
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+        default_value = "false", default_missing_value = "true", value_parser = parse_bool,
+        help_heading = "Logging")]
+    verbose: bool,
+
+    /// path to a TOML config file (keys are flag names with _ for -)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// print version string and exit
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+        default_missing_value = "true", value_parser = parse_bool)]
+    version: bool,
+}
+
+/// Every setting, resolved from defaults, the config file and the flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub tcp_address: String,
+    pub http_address: String,
+    pub broadcast_address: String,
+    pub inactive_producer_timeout: Duration,
+    pub tombstone_lifetime: Duration,
+    pub log_level: LogLevel,
+    pub log_prefix: String,
+    pub limits: TcpLimits,
+}
+
+impl PartialEq for TcpLimits {
+    fn eq(&self, other: &Self) -> bool {
+        self.max_command_size == other.max_command_size
+            && self.max_identify_body_size == other.max_identify_body_size
+    }
+}
+
+impl Eq for TcpLimits {}
+
+impl Default for Options {
+    /// The defaults, with the OS hostname as broadcast address.
+    fn default() -> Self {
+        match parse_args(["nsqlookupd"]) {
+            Ok(Parsed::Run { options, .. }) => options,
+            _ => unreachable!("no arguments always parse"),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Run the server. `warnings` are things to log once logging is up.
+    Run {
+        options: Options,
+        warnings: Vec<String>,
+    },
+    /// Print this (help) and exit 0.
+    Help(String),
+    /// Print this (version) and exit 0.
+    Version(String),
+}
+
+/// A bad flag, value or config file: one line, exit status 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The `--version` line.
+pub fn version_string() -> String {
+    format!(
+        "nsqlookupd v{} (nsqlookupd-rs {}, built w/ rustc)",
+        crate::NSQ_VERSION,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Flags that take a value as the next argument (all but the booleans).
+fn takes_separate_value(flag: &str) -> bool {
+    !matches!(flag, "version" | "verbose" | "help" | "h")
+}
+
+/// Rewrites Go's `-flag` to `--flag`, leaving values alone.
+fn go_style_args(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut expecting_value = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 || expecting_value {
+            expecting_value = false;
+            out.push(arg);
+            continue;
+        }
+        let Some(s) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        let long = if let Some(rest) = s.strip_prefix("--") {
+            rest
+        } else if let Some(rest) = s.strip_prefix('-').filter(|r| r.len() > 1) {
+            rest
+        } else {
+            out.push(arg);
+            continue;
+        };
+        if long.is_empty() {
+            out.push(arg);
+            continue;
+        }
+        let (name, has_value) = match long.split_once('=') {
+            Some((name, _)) => (name, true),
+            None => (long, false),
+        };
+        expecting_value = !has_value && takes_separate_value(name);
+        out.push(OsString::from(format!("--{long}")));
+    }
+    out
+}
+
+fn context_str(err: &clap::Error, kind: ContextKind) -> Option<String> {
+    match err.get(kind)? {
+        ContextValue::String(s) => Some(s.clone()),
+        ContextValue::Strings(v) => v.first().cloned(),
+        _ => None,
+    }
+}
+
+/// Reduces a clap error to one line naming the flag.
+fn one_line(err: &clap::Error) -> String {
+    let arg = context_str(err, ContextKind::InvalidArg).unwrap_or_default();
+    let flag = arg.split_whitespace().next().unwrap_or("").to_owned();
+    match err.kind() {
+        ErrorKind::UnknownArgument => format!("flag provided but not defined: {flag}"),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+            let value = context_str(err, ContextKind::InvalidValue).unwrap_or_default();
+            let why = std::error::Error::source(err)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            format!("invalid value {value:?} for flag {flag}{why}")
+        }
+        ErrorKind::NoEquals | ErrorKind::TooFewValues | ErrorKind::WrongNumberOfValues => {
+            format!("flag needs an argument: {flag}")
+        }
+        ErrorKind::ArgumentConflict => format!("flag given twice: {flag}"),
+        _ => err
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid arguments")
+            .trim_start_matches("error: ")
+            .to_owned(),
+    }
+}
+
+/// Parses the command line (`args[0]` is the program name).
+pub fn parse_args<I, T>(args: I) -> Result<Parsed, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let args = go_style_args(args.into_iter().map(Into::into).collect());
+    let command = Cli::command();
+    let matches = match command.clone().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::DisplayHelp => {
+            return Ok(Parsed::Help(e.render().to_string()));
+        }
+        Err(e) => return Err(ConfigError(one_line(&e))),
+    };
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| ConfigError(one_line(&e)))?;
+    if cli.version {
+        return Ok(Parsed::Version(version_string()));
+    }
+    let mut warnings = Vec::new();
+    let file = match &cli.config {
+        Some(path) => Some(load_file(path, &mut warnings)?),
+        None => None,
+    };
+    let options = resolve(cli, &matches, file.as_ref())?;
+    Ok(Parsed::Run { options, warnings })
+}
+
+/// The config file's table, with unknown keys reported as warnings.
+fn load_file(path: &PathBuf, warnings: &mut Vec<String>) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "failed to load config file {} - {e}",
+            path.display()
+        ))
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let msg = e.message().to_owned();
+        ConfigError(format!(
+            "failed to load config file {} - {msg}",
+            path.display()
+        ))
+    })?;
+    let known: Vec<String> = Cli::command()
+        .get_arguments()
+        .map(|a| a.get_id().as_str().to_owned())
+        .collect();
+    for key in table.keys() {
+        if !known.contains(key) || key == "config" || key == "version" {
+            warnings.push(format!(
+                "config file {}: unknown option {key:?} ignored",
+                path.display()
+            ));
+        }
+    }
+    Ok(table)
+}
+
+/// A value from the config file, converted with the flag's own parser.
+fn file_value<T>(
+    table: &toml::Table,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    let Some(value) = table.get(key) else {
+        return Ok(None);
+    };
+    let text = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(n) if key.ends_with("_timeout") || key.ends_with("_lifetime") => {
+            // go-options reads a bare number for a duration as milliseconds.
+            format!("{n}ms")
+        }
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => other.to_string(),
+    };
+    parse(&text).map(Some).map_err(|e| {
+        ConfigError(format!(
+            "invalid value {text:?} for config option {key}: {e}"
+        ))
+    })
+}
+
+fn resolve(
+    cli: Cli,
+    matches: &ArgMatches,
+    file: Option<&toml::Table>,
+) -> Result<Options, ConfigError> {
+    let from_flag = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    macro_rules! pick {
+        ($field:ident, $parse:expr) => {{
+            let key = stringify!($field);
+            match file {
+                Some(table) if !from_flag(key) => {
+                    file_value(table, key, $parse)?.unwrap_or(cli.$field)
+                }
+                _ => cli.$field,
+            }
+        }};
+    }
+    let string = |s: &str| Ok::<String, String>(s.to_owned());
+    let tcp_address = pick!(tcp_address, string);
+    let http_address = pick!(http_address, string);
+    let broadcast_address: Option<String> = match file {
+        Some(table) if !from_flag("broadcast_address") => {
+            file_value(table, "broadcast_address", |s| Ok(Some(s.to_owned())))?
+                .unwrap_or(cli.broadcast_address)
+        }
+        _ => cli.broadcast_address,
+    };
+    let inactive_producer_timeout = pick!(inactive_producer_timeout, parse_duration);
+    let tombstone_lifetime = pick!(tombstone_lifetime, parse_duration);
+    let max_command_size = pick!(max_command_size, parse_size);
+    let max_identify_body_size = pick!(max_identify_body_size, parse_size);
+    let log_level = pick!(log_level, parse_log_level);
+    let log_prefix = pick!(log_prefix, string);
+    let _verbose: bool = pick!(verbose, parse_bool);
+    Ok(Options {
+        tcp_address,
+        http_address,
+        broadcast_address: broadcast_address
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+        inactive_producer_timeout,
+        tombstone_lifetime,
+        log_level,
+        log_prefix,
+        limits: TcpLimits {
+            max_command_size,
+            max_identify_body_size,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(args: &[&str]) -> Options {
+        let mut argv = vec!["nsqlookupd"];
+        argv.extend_from_slice(args);
+        match parse_args(argv).unwrap() {
+            Parsed::Run { options, .. } => options,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn error(args: &[&str]) -> String {
+        let mut argv = vec!["nsqlookupd"];
+        argv.extend_from_slice(args);
+        parse_args(argv).unwrap_err().0
+    }
+
+    #[test]
+    fn defaults() {
+        let o = options(&[]);
+        assert_eq!(o.tcp_address, "0.0.0.0:4160");
+        assert_eq!(o.http_address, "0.0.0.0:4161");
+        assert_eq!(o.inactive_producer_timeout, Duration::from_secs(300));
+        assert_eq!(o.tombstone_lifetime, Duration::from_secs(45));
+        assert_eq!(o.log_level, LogLevel::Info);
+        assert_eq!(o.log_prefix, "[nsqlookupd] ");
+        assert_eq!(o.limits, TcpLimits::default());
+        assert!(!o.broadcast_address.is_empty());
+    }
+
+    #[test]
+    fn go_flag_syntax() {
+        for args in [
+            &["-tcp-address=127.0.0.1:1", "-tombstone-lifetime", "1s"][..],
+            &["--tcp-address", "127.0.0.1:1", "--tombstone-lifetime=1s"],
+            &["-tcp-address", "127.0.0.1:1", "--tombstone-lifetime", "1s"],
+        ] {
+            let o = options(args);
+            assert_eq!(o.tcp_address, "127.0.0.1:1", "{args:?}");
+            assert_eq!(o.tombstone_lifetime, Duration::from_secs(1));
+        }
+        assert_eq!(options(&["--log-prefix", "-x-"]).log_prefix, "-x-");
+        assert_eq!(options(&["-log-level=DEBUG"]).log_level, LogLevel::Debug);
+        options(&["-verbose"]);
+        options(&["--verbose=false"]);
+    }
+
+    #[test]
+    fn version_and_help() {
+        assert!(
+            matches!(parse_args(["n", "--version"]), Ok(Parsed::Version(v)) if v.starts_with("nsqlookupd v1.3.0 ("))
+        );
+        assert!(matches!(
+            parse_args(["n", "-version"]),
+            Ok(Parsed::Version(_))
+        ));
+        match parse_args(["n", "--help"]).unwrap() {
+            Parsed::Help(h) => {
+                for needle in [
+                    "Listeners",
+                    "Registry timings",
+                    "Limits",
+                    "Logging",
+                    "[default: 0.0.0.0:4160]",
+                    "[default: 5m0s]",
+                ] {
+                    assert!(h.contains(needle), "help lacks {needle:?}:\n{h}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse_args(["n", "-help"]), Ok(Parsed::Help(_))));
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_flag() {
+        let e = error(&["--bogus"]);
+        assert_eq!(e, "flag provided but not defined: --bogus");
+        let e = error(&["-tombstone-lifetime=abc"]);
+        assert!(
+            e.contains("--tombstone-lifetime") && e.contains("abc"),
+            "{e}"
+        );
+        let e = error(&["--log-level", "loud"]);
+        assert!(e.contains("--log-level") && e.contains("loud"), "{e}");
+        let e = error(&["--max-command-size=0"]);
+        assert!(e.contains("--max-command-size"), "{e}");
+        let e = error(&["--tcp-address"]);
+        assert!(e.contains("--tcp-address"), "{e}");
+        for e in [
+            error(&["--bogus"]),
+            error(&["--inactive-producer-timeout=5"]),
+            error(&["x"]),
+        ] {
+            assert!(!e.contains('\n'), "{e:?}");
+        }
+    }
+
+    fn with_file(contents: &str, args: &[&str]) -> Result<Parsed, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "nsqlookupd-config-{}-{}",
+            std::process::id(),
+            contents.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, contents).unwrap();
+        let mut argv = vec![
+            "nsqlookupd".to_owned(),
+            format!("--config={}", path.display()),
+        ];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let r = parse_args(argv);
+        std::fs::remove_dir_all(&dir).unwrap();
+        r
+    }
+
+    #[test]
+    fn config_file_and_precedence() {
+        let file = "tcp_address = \"127.0.0.1:7\"\ninactive_producer_timeout = \"1m\"\ntombstone_lifetime = 1500\nlog_level = \"warn\"\nbogus_key = 1\n";
+        match with_file(file, &["--tcp-address=127.0.0.1:8"]).unwrap() {
+            Parsed::Run { options, warnings } => {
+                assert_eq!(options.tcp_address, "127.0.0.1:8", "flag wins");
+                assert_eq!(options.inactive_producer_timeout, Duration::from_secs(60));
+                assert_eq!(options.tombstone_lifetime, Duration::from_millis(1500));
+                assert_eq!(options.log_level, LogLevel::Warn);
+                assert_eq!(options.http_address, "0.0.0.0:4161", "default stays");
+                assert_eq!(warnings.len(), 1);
+                assert!(warnings[0].contains("bogus_key"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = with_file("tombstone_lifetime = \"forever\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("tombstone_lifetime"), "{e}");
+        let e = with_file("not toml [", &[]).unwrap_err();
+        assert!(e.0.starts_with("failed to load config file"), "{e}");
+    }
+}

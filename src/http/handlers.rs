@@ -1,0 +1,302 @@
+//! One function per endpoint. Reads go to registry snapshots only; the
+//! admin POSTs call the registry's writes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use tracing::{debug, info};
+
+use super::HttpContext;
+use super::query::Params;
+use super::response::{self, Body};
+use super::router::{self, Decision, Endpoint};
+use crate::json;
+use crate::names::is_valid_name;
+use crate::registry::Registry;
+
+/// A failed request: status and message.
+type Failure = (StatusCode, &'static str);
+
+const INVALID_REQUEST: Failure = (StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+const MISSING_ARG_TOPIC: Failure = (StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC");
+const INVALID_ARG_TOPIC: Failure = (StatusCode::BAD_REQUEST, "INVALID_ARG_TOPIC");
+const MISSING_ARG_CHANNEL: Failure = (StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL");
+const INVALID_ARG_CHANNEL: Failure = (StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL");
+const MISSING_ARG_NODE: Failure = (StatusCode::BAD_REQUEST, "MISSING_ARG_NODE");
+
+/// Percent-decodes a request path (Go's `URL.Path`); `None` if malformed.
+fn decode_path(raw: &str) -> Option<String> {
+    if !raw.contains('%') {
+        return Some(raw.to_owned());
+    }
+    let bytes = raw.replace('+', "%2B");
+    let decoded = super::query::unescape(&bytes).ok()?;
+    Some(String::from_utf8_lossy(&decoded).into_owned())
+}
+
+/// Answers one request.
+pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Response<Body> {
+    let Some(path) = decode_path(req.uri().path()) else {
+        return response::bad_request();
+    };
+    let method = req.method().clone();
+    let response = match router::route(&method, &path) {
+        Decision::Handle(endpoint) => endpoint_response(&ctx, endpoint, req).await,
+        Decision::Redirect { path, permanent } => {
+            let location = match req.uri().query() {
+                Some(q) if !q.is_empty() => format!("{path}?{q}"),
+                _ => path.to_owned(),
+            };
+            response::redirect(&location, permanent, method == Method::GET)
+        }
+        Decision::Options { allow } => response::options(&allow),
+        Decision::MethodNotAllowed { allow } => response::method_not_allowed(&allow),
+        Decision::NotFound => response::error(StatusCode::NOT_FOUND, "NOT_FOUND"),
+    };
+    debug!(method = %method, path = %path, status = response.status().as_u16(),
+        "{} {} {}", response.status().as_u16(), method, path);
+    response
+}
+
+async fn endpoint_response(
+    ctx: &HttpContext,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let registry = &ctx.registry;
+    match endpoint {
+        Endpoint::Ping => return response::text_ok("OK"),
+        Endpoint::Info => return response::json_ok(ctx.info_body.clone()),
+        Endpoint::Topics => return response::json_ok(topics(registry)),
+        Endpoint::Nodes => return response::json_ok(nodes(registry)),
+        Endpoint::Debug => return response::json_ok(debug(registry)),
+        _ => {}
+    }
+    // The others take parameters. The original reads (and ignores) the
+    // request body; it is drained here too, within a bound.
+    let (parts, body) = req.into_parts();
+    if !body.is_end_stream()
+        && Limited::new(body, ctx.max_body_size)
+            .collect()
+            .await
+            .is_err()
+    {
+        return failure(INVALID_REQUEST);
+    }
+    let Ok(params) = Params::parse(parts.uri.query().unwrap_or("")) else {
+        return failure(INVALID_REQUEST);
+    };
+    let result = match endpoint {
+        Endpoint::Lookup => lookup(registry, &params),
+        Endpoint::Channels => channels(registry, &params),
+        Endpoint::TopicCreate => topic_create(registry, &params),
+        Endpoint::TopicDelete => topic_delete(registry, &params),
+        Endpoint::ChannelCreate => channel_create(registry, &params),
+        Endpoint::ChannelDelete => channel_delete(registry, &params),
+        Endpoint::TopicTombstone => topic_tombstone(registry, &params),
+        _ => unreachable!("parameterless endpoints answered above"),
+    };
+    match result {
+        Ok(Some(body)) => response::json_ok(body),
+        Ok(None) => response::empty_ok(),
+        Err(f) => failure(f),
+    }
+}
+
+fn failure((status, message): Failure) -> Response<Body> {
+    response::error(status, message)
+}
+
+/// `Ok(Some(json))`, `Ok(None)` for an empty 200, or a failure.
+type Answer = Result<Option<Bytes>, Failure>;
+
+/// A parameter that must be present; its value is not checked.
+fn required<'p>(params: &'p Params<'_>, name: &str, missing: Failure) -> Result<&'p [u8], Failure> {
+    params.get(name).ok_or(missing)
+}
+
+/// A parameter that must be present and a valid topic/channel name.
+fn name<'p>(
+    params: &'p Params<'_>,
+    param: &str,
+    missing: Failure,
+    invalid: Failure,
+) -> Result<&'p str, Failure> {
+    let value = required(params, param, missing)?;
+    if !is_valid_name(value) {
+        return Err(invalid);
+    }
+    Ok(std::str::from_utf8(value).expect("valid names are ASCII"))
+}
+
+fn lookup(registry: &Registry, params: &Params<'_>) -> Answer {
+    let topic = required(params, "topic", MISSING_ARG_TOPIC)?;
+    std::str::from_utf8(topic)
+        .ok()
+        .and_then(|topic| registry.lookup(topic))
+        .map(Some)
+        .ok_or((StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))
+}
+
+fn channels(registry: &Registry, params: &Params<'_>) -> Answer {
+    let topic = required(params, "topic", MISSING_ARG_TOPIC)?;
+    let channels = std::str::from_utf8(topic)
+        .map(|t| registry.channels(t))
+        .unwrap_or_else(|_| Arc::from(Vec::new()));
+    let mut out = String::from("{\"channels\":");
+    json::push_str_array(&mut out, channels.iter().map(|c| &**c));
+    out.push('}');
+    Ok(Some(Bytes::from(out)))
+}
+
+fn topic_create(registry: &Registry, params: &Params<'_>) -> Answer {
+    let topic = name(params, "topic", MISSING_ARG_TOPIC, INVALID_ARG_TOPIC)?;
+    info!(topic, "DB: adding topic({topic})");
+    registry.create_topic(topic);
+    Ok(None)
+}
+
+fn topic_delete(registry: &Registry, params: &Params<'_>) -> Answer {
+    let topic = required(params, "topic", MISSING_ARG_TOPIC)?;
+    if let Ok(topic) = std::str::from_utf8(topic) {
+        info!(topic, "DB: removing topic({topic})");
+        registry.delete_topic(topic);
+    }
+    Ok(None)
+}
+
+fn topic_channel<'p>(params: &'p Params<'_>) -> Result<(&'p str, &'p str), Failure> {
+    let topic = name(params, "topic", MISSING_ARG_TOPIC, INVALID_ARG_TOPIC)?;
+    let channel = name(params, "channel", MISSING_ARG_CHANNEL, INVALID_ARG_CHANNEL)?;
+    Ok((topic, channel))
+}
+
+fn channel_create(registry: &Registry, params: &Params<'_>) -> Answer {
+    let (topic, channel) = topic_channel(params)?;
+    info!(
+        topic,
+        channel, "DB: adding channel({channel}) in topic({topic})"
+    );
+    registry.create_channel(topic, channel);
+    Ok(None)
+}
+
+fn channel_delete(registry: &Registry, params: &Params<'_>) -> Answer {
+    let (topic, channel) = topic_channel(params)?;
+    info!(
+        topic,
+        channel, "DB: removing channel({channel}) from topic({topic})"
+    );
+    if registry.delete_channel(topic, channel) {
+        Ok(None)
+    } else {
+        Err((StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"))
+    }
+}
+
+fn topic_tombstone(registry: &Registry, params: &Params<'_>) -> Answer {
+    let topic = required(params, "topic", MISSING_ARG_TOPIC)?;
+    let node = required(params, "node", MISSING_ARG_NODE)?;
+    if let (Ok(topic), Ok(node)) = (std::str::from_utf8(topic), std::str::from_utf8(node)) {
+        info!(
+            topic,
+            node, "DB: setting tombstone for producer@{node} of topic({topic})"
+        );
+        registry.tombstone(topic, node);
+    }
+    Ok(None)
+}
+
+fn topics(registry: &Registry) -> Bytes {
+    let topics = registry.topics();
+    let mut out = String::with_capacity(16 + topics.len() * 24);
+    out.push_str("{\"topics\":");
+    json::push_str_array(&mut out, topics.iter().map(|t| &**t));
+    out.push('}');
+    Bytes::from(out)
+}
+
+fn nodes(registry: &Registry) -> Bytes {
+    let nodes = registry.nodes();
+    let topic_count: usize = nodes.iter().map(|n| n.topics.len()).sum();
+    let mut out = String::with_capacity(32 + nodes.len() * 256 + topic_count * 30);
+    out.push_str("{\"producers\":[");
+    for (i, node) in nodes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        node.producer.peer.write_json_fields(&mut out);
+        out.push_str(",\"tombstones\":[");
+        for (j, (_, tombstoned)) in node.topics.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(if *tombstoned { "true" } else { "false" });
+        }
+        out.push_str("],\"topics\":");
+        json::push_str_array(&mut out, node.topics.iter().map(|(t, _)| &**t));
+        out.push('}');
+    }
+    out.push_str("]}");
+    Bytes::from(out)
+}
+
+fn debug(registry: &Registry) -> Bytes {
+    let entries = registry.debug();
+    let mut out = String::from("{");
+    for (i, entry) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::push_str(&mut out, &entry.registration.to_string());
+        out.push_str(":[");
+        for (j, p) in entry.producers.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let peer = &p.producer.peer;
+            // Go marshals a map: keys in sorted order.
+            out.push('{');
+            json::push_key(&mut out, "broadcast_address");
+            json::push_str(&mut out, &peer.broadcast_address);
+            out.push(',');
+            json::push_key(&mut out, "hostname");
+            json::push_str(&mut out, &peer.hostname);
+            out.push(',');
+            json::push_key(&mut out, "http_port");
+            json::push_int(&mut out, peer.http_port);
+            out.push(',');
+            json::push_key(&mut out, "id");
+            json::push_str(&mut out, &peer.remote_address);
+            out.push(',');
+            json::push_key(&mut out, "last_update");
+            json::push_int(&mut out, p.last_update);
+            out.push(',');
+            json::push_key(&mut out, "tcp_port");
+            json::push_int(&mut out, peer.tcp_port);
+            out.push(',');
+            json::push_key(&mut out, "tombstoned");
+            out.push_str(if p.tombstoned { "true" } else { "false" });
+            out.push(',');
+            json::push_key(&mut out, "tombstoned_at");
+            json::push_int(&mut out, p.tombstoned_at);
+            out.push(',');
+            json::push_key(&mut out, "topology_region");
+            json::push_str(&mut out, &peer.topology_region);
+            out.push(',');
+            json::push_key(&mut out, "topology_zone");
+            json::push_str(&mut out, &peer.topology_zone);
+            out.push(',');
+            json::push_key(&mut out, "version");
+            json::push_str(&mut out, &peer.version);
+            out.push('}');
+        }
+        out.push(']');
+    }
+    out.push('}');
+    Bytes::from(out)
+}

@@ -1,0 +1,140 @@
+//! Query-string parameters, parsed with the rules of Go's `url.ParseQuery`
+//! (what the original uses), so the same request gets the same answer:
+//!
+//! - pairs are separated by `&`; a pair containing `;` is an error;
+//! - `%XX` must be two hex digits, `+` is a space; anything malformed is an
+//!   error for the whole query (the original then answers 400);
+//! - a repeated parameter: the first value counts.
+//!
+//! Values are bytes (a `%FF` escape is not UTF-8); nothing is allocated
+//! unless a value is actually escaped.
+
+use std::borrow::Cow;
+
+/// The query string could not be parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InvalidQuery;
+
+/// One decoded `key=value` pair.
+type Pair<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
+/// Parsed parameters of one request.
+#[derive(Debug, Default)]
+pub struct Params<'a> {
+    pairs: Vec<Pair<'a>>,
+}
+
+impl<'a> Params<'a> {
+    pub fn parse(query: &'a str) -> Result<Params<'a>, InvalidQuery> {
+        let mut pairs = Vec::new();
+        let mut invalid = false;
+        for pair in query.split('&') {
+            if pair.contains(';') {
+                invalid = true;
+                continue;
+            }
+            if pair.is_empty() {
+                continue;
+            }
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match (unescape(key), unescape(value)) {
+                (Ok(k), Ok(v)) => pairs.push((k, v)),
+                _ => invalid = true,
+            }
+        }
+        if invalid {
+            return Err(InvalidQuery);
+        }
+        Ok(Params { pairs })
+    }
+
+    /// The first value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| &k[..] == name.as_bytes())
+            .map(|(_, v)| &v[..])
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Go's `QueryUnescape`.
+pub fn unescape(s: &str) -> Result<Cow<'_, [u8]>, InvalidQuery> {
+    let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hi = bytes.get(i + 1).copied().and_then(hex);
+                let lo = bytes.get(i + 2).copied().and_then(hex);
+                match (hi, lo) {
+                    (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                    _ => return Err(InvalidQuery),
+                }
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(q: &str, name: &str) -> Option<Vec<u8>> {
+        Params::parse(q).unwrap().get(name).map(|v| v.to_vec())
+    }
+
+    #[test]
+    fn decodes_like_go() {
+        assert_eq!(get("topic=my%2Etopic", "topic").unwrap(), b"my.topic");
+        assert_eq!(get("topic=a+b", "topic").unwrap(), b"a b");
+        assert_eq!(get("topic=%ff", "topic").unwrap(), b"\xff");
+        assert_eq!(get("top%69c=x", "topic").unwrap(), b"x");
+        assert_eq!(get("topic=", "topic").unwrap(), b"");
+        assert_eq!(get("topic", "topic").unwrap(), b"");
+        assert_eq!(get("other=1", "topic"), None);
+        assert_eq!(get("", "topic"), None);
+        assert_eq!(get("&&topic=x&", "topic").unwrap(), b"x");
+    }
+
+    #[test]
+    fn first_value_wins() {
+        assert_eq!(get("topic=first&topic=second", "topic").unwrap(), b"first");
+    }
+
+    #[test]
+    fn malformed_queries_are_errors() {
+        for q in [
+            "topic=%zz",
+            "topic=a;b",
+            "topic=x%",
+            "topic=%4",
+            "a=1&b=%g0",
+            "%=1",
+        ] {
+            assert_eq!(Params::parse(q).unwrap_err(), InvalidQuery, "{q}");
+        }
+    }
+}

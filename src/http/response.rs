@@ -1,0 +1,127 @@
+//! The shapes of every HTTP answer, with the original's exact headers.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, LOCATION};
+use hyper::{Response, StatusCode};
+
+use crate::json;
+
+pub type Body = Full<Bytes>;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+const NSQ_V1: HeaderValue = HeaderValue::from_static("nsq; version=1.0");
+const X_NSQ_CONTENT_TYPE: &str = "x-nsq-content-type";
+
+fn response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r
+}
+
+/// 200 with a JSON document.
+pub fn json_ok(body: Bytes) -> Response<Body> {
+    let mut r = response(StatusCode::OK, body);
+    r.headers_mut().insert(CONTENT_TYPE, JSON);
+    r.headers_mut().insert(X_NSQ_CONTENT_TYPE, NSQ_V1);
+    r
+}
+
+/// 200 with an empty body (successful admin POSTs).
+pub fn empty_ok() -> Response<Body> {
+    let mut r = response(StatusCode::OK, Bytes::new());
+    r.headers_mut().insert(X_NSQ_CONTENT_TYPE, NSQ_V1);
+    r
+}
+
+/// An error: `{"message":"TEXT"}` with both headers.
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let mut body = String::with_capacity(16 + message.len());
+    body.push_str("{\"message\":");
+    json::push_str(&mut body, message);
+    body.push('}');
+    let mut r = response(status, Bytes::from(body));
+    r.headers_mut().insert(CONTENT_TYPE, JSON);
+    r.headers_mut().insert(X_NSQ_CONTENT_TYPE, NSQ_V1);
+    r
+}
+
+/// `/ping`: plain text, no NSQ content type.
+pub fn text_ok(text: &'static str) -> Response<Body> {
+    let mut r = response(StatusCode::OK, Bytes::from_static(text.as_bytes()));
+    r.headers_mut().insert(CONTENT_TYPE, TEXT);
+    r
+}
+
+/// 405 with `Allow`.
+pub fn method_not_allowed(allow: &str) -> Response<Body> {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
+    if let Ok(v) = HeaderValue::from_str(allow) {
+        r.headers_mut().insert(ALLOW, v);
+    }
+    r
+}
+
+/// 200 to OPTIONS with `Allow` and nothing else.
+pub fn options(allow: &str) -> Response<Body> {
+    let mut r = response(StatusCode::OK, Bytes::new());
+    if let Ok(v) = HeaderValue::from_str(allow) {
+        r.headers_mut().insert(ALLOW, v);
+    }
+    r
+}
+
+/// Escapes text for an HTML attribute, as Go's `htmlEscape` does.
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A redirect as Go's `http.Redirect` writes it: 301 (GET) or 307, with a
+/// small HTML body for GET only.
+pub fn redirect(location: &str, permanent: bool, with_body: bool) -> Response<Body> {
+    let (status, text) = if permanent {
+        (StatusCode::MOVED_PERMANENTLY, "Moved Permanently")
+    } else {
+        (StatusCode::TEMPORARY_REDIRECT, "Temporary Redirect")
+    };
+    let body = if with_body {
+        Bytes::from(format!(
+            "<a href=\"{}\">{text}</a>.\n\n",
+            html_escape(location)
+        ))
+    } else {
+        Bytes::new()
+    };
+    let mut r = response(status, body);
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(LOCATION, v);
+    }
+    if with_body {
+        r.headers_mut().insert(CONTENT_TYPE, HTML);
+    }
+    r
+}
+
+/// 400 for a request whose path cannot be decoded (Go's server answers
+/// these itself, before routing).
+pub fn bad_request() -> Response<Body> {
+    let mut r = response(
+        StatusCode::BAD_REQUEST,
+        Bytes::from_static(b"400 Bad Request"),
+    );
+    r.headers_mut().insert(CONTENT_TYPE, TEXT);
+    r
+}

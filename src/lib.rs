@@ -1,0 +1,28 @@
+//! `nsqlookupd`: NSQ's discovery daemon, wire-compatible with the Go
+//! original (NSQ 1.3), built to front large nsqd fleets.
+//!
+//! Map of the crate:
+//! - [`registry`]: the registration database (who carries which topic and
+//!   channel); shared state, no I/O.
+//! - [`tcp`]: the nsqd-facing protocol: [`tcp::codec`] frames bytes into
+//!   commands, [`tcp::session`] applies one connection's commands to the
+//!   registry, [`tcp::listener`] accepts connections.
+//! - [`http`]: the consumer and admin API on hyper; handlers only read
+//!   registry snapshots (or call its admin writes).
+//! - [`config`]: flags, the TOML config file and Go durations.
+//! - [`server`]: binds both listeners, runs them, shuts them down.
+//! - [`logging`]: log lines in the original's format.
+//! - [`names`], [`json`]: topic/channel name rules and Go-compatible JSON output.
+
+pub mod config;
+pub mod http;
+pub mod json;
+pub mod logging;
+pub mod names;
+pub mod registry;
+pub mod server;
+pub mod tcp;
+
+/// The NSQ release whose protocol this server speaks; reported by `/info`,
+/// IDENTIFY and `--version` (clients compare against it).
+pub const NSQ_VERSION: &str = "1.3.0";

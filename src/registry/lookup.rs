@@ -1,0 +1,101 @@
+//! The cached `/lookup` answer of one topic.
+//!
+//! A lookup is the hot read: consumers poll it for every topic they read.
+//! Each topic key keeps the fully rendered answer as `Bytes`, so a lookup is
+//! a map probe, two atomic loads and a reference-count increment.
+//!
+//! Freshness without locks: writers never render. After changing anything
+//! the answer depends on (the topic's producers or tombstones, its channel
+//! list, a producer coming back to life), a writer bumps `generation`. A
+//! reader serves the cached body only if it was rendered at the current
+//! generation and before its `valid_until`, the next instant at which time
+//! alone changes the answer (an included producer turning inactive, a
+//! tombstone expiring). Otherwise the reader renders it from the current
+//! snapshots and stores it for the next one. Because a reader reads the
+//! generation *before* the data it renders from, a body stored by a reader
+//! that raced with a writer is tagged with a stale generation and is never
+//! served.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+
+use super::clock::Nanos;
+
+#[derive(Debug)]
+struct Rendered {
+    generation: u64,
+    valid_until: Nanos,
+    body: Bytes,
+}
+
+/// The cache slot of one topic key.
+#[derive(Debug, Default)]
+pub(super) struct LookupCache {
+    generation: AtomicU64,
+    rendered: ArcSwapOption<Rendered>,
+}
+
+/// A generation read before rendering; proves which data a body reflects.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Generation(u64);
+
+impl LookupCache {
+    /// Marks every body rendered so far as out of date. Call *after* the change.
+    pub(super) fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The cached body, if it is current at `now`; otherwise the generation
+    /// to tag a fresh rendering with. Read the data only after this call.
+    pub(super) fn get(&self, now: Nanos) -> Result<Bytes, Generation> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let rendered = self.rendered.load();
+        match rendered.as_deref() {
+            Some(r) if r.generation == generation && now < r.valid_until => Ok(r.body.clone()),
+            _ => Err(Generation(generation)),
+        }
+    }
+
+    /// Stores a body rendered from data read after `generation` was taken.
+    pub(super) fn store(&self, generation: Generation, valid_until: Nanos, body: Bytes) {
+        self.rendered.store(Some(Arc::new(Rendered {
+            generation: generation.0,
+            valid_until,
+            body,
+        })));
+    }
+
+    /// Whether a current body is cached (tests and metrics).
+    #[cfg(test)]
+    pub(super) fn is_warm(&self, now: Nanos) -> bool {
+        self.get(now).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_only_current_bodies() {
+        let c = LookupCache::default();
+        let g = c.get(1).unwrap_err();
+        c.store(g, 100, Bytes::from_static(b"a"));
+        assert_eq!(c.get(50).unwrap(), "a");
+        assert!(c.get(100).is_err(), "expired at valid_until");
+        c.invalidate();
+        assert!(c.get(50).is_err(), "invalidated");
+    }
+
+    #[test]
+    fn a_body_rendered_before_a_write_is_never_served() {
+        let c = LookupCache::default();
+        let g = c.get(1).unwrap_err(); // reader takes the generation...
+        c.invalidate(); // ...a writer changes the data...
+        c.store(g, 100, Bytes::from_static(b"stale")); // ...the reader stores late
+        assert!(c.get(2).is_err());
+    }
+}

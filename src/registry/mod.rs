@@ -1,0 +1,485 @@
+//! The registration database: which nsqd carries which topic and channel.
+//!
+//! Owns all shared state and knows nothing about sockets, HTTP or JSON
+//! requests; the TCP session drives it through a [`ProducerHandle`], the
+//! HTTP handlers through the read methods and the admin writes below.
+//!
+//! Layout:
+//! - `registrations`: a `DashMap` keyed by `(category, key, subkey)` (the
+//!   original's model). Each [`KeyEntry`] holds an `ArcSwap` of an immutable
+//!   [`ProducerSet`]: readers load it without waiting, writers publish a new
+//!   one (copy on write).
+//! - `channels_by_topic`: the channel names of each topic, so `/lookup`,
+//!   `/channels`, `UNREGISTER topic` and `/topic/delete` touch one topic's
+//!   channels instead of scanning every key as the original does.
+//! - `producers`: peer info by [`ProducerId`]; sets hold ids, not copies.
+//! - Each producer's own keys live in its [`ProducerHandle`] (owned by its
+//!   connection), so cleaning up a closed connection touches only its keys.
+//!
+//! Writers (registrations, admin endpoints) serialise on one `std` mutex.
+//! Why one lock: each protocol operation of the original is a compound
+//! read-modify-write across several keys ("remove the producer, and the key
+//! too if it was the last one and the name is ephemeral"); a single writer
+//! lock makes every such operation atomic exactly as the original's
+//! `RWMutex` did, it is held for microseconds (never across an `.await`,
+//! hence `std` and not `tokio`'s mutex), and readers never take it, which
+//! is the part of the original's design that hurt. Cleaning up a closed
+//! connection takes it once per key, so a large producer going away does
+//! not stall other writers.
+
+mod clock;
+mod key;
+mod lookup;
+mod producer;
+mod snapshot;
+mod views;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use tracing::{debug, info, warn};
+
+pub use clock::{Clock, Nanos, duration_nanos};
+pub use key::{Category, KeyView, Registration, RegistrationRef};
+pub use producer::{PeerInfo, Producer, ProducerId};
+pub use snapshot::{Member, ProducerSet};
+pub use views::{DebugEntry, DebugProducer, GO_ZERO_TIME_UNIX_NANOS, NodeView};
+
+use lookup::LookupCache;
+
+/// The registry's timing rules (spec section 2).
+#[derive(Clone, Copy, Debug)]
+pub struct RegistryOptions {
+    /// A producer not heard from (IDENTIFY/PING) for longer is hidden from
+    /// `/lookup` and `/nodes`.
+    pub inactive_producer_timeout: Duration,
+    /// How long `/topic/tombstone` hides a producer from a topic's `/lookup`.
+    pub tombstone_lifetime: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            inactive_producer_timeout: Duration::from_secs(300),
+            tombstone_lifetime: Duration::from_secs(45),
+        }
+    }
+}
+
+/// One registration key and its current producers.
+#[derive(Debug)]
+pub struct KeyEntry {
+    registration: Registration,
+    producers: ArcSwap<ProducerSet>,
+    /// The rendered `/lookup` answer; topic keys only.
+    lookup: Option<LookupCache>,
+}
+
+impl KeyEntry {
+    fn new(registration: Registration) -> Self {
+        let lookup = (registration.category == Category::Topic).then(LookupCache::default);
+        KeyEntry {
+            registration,
+            producers: ArcSwap::from_pointee(ProducerSet::default()),
+            lookup,
+        }
+    }
+
+    pub fn registration(&self) -> &Registration {
+        &self.registration
+    }
+
+    /// The current producer set (a lock-free load).
+    pub fn producers(&self) -> Arc<ProducerSet> {
+        self.producers.load_full()
+    }
+
+    fn invalidate_lookup(&self) {
+        if let Some(cache) = &self.lookup {
+            cache.invalidate();
+        }
+    }
+}
+
+/// The registration database. Share it as `Arc<Registry>`.
+#[derive(Debug)]
+pub struct Registry {
+    registrations: DashMap<Registration, Arc<KeyEntry>>,
+    channels_by_topic: DashMap<Arc<str>, Arc<[Arc<str>]>>,
+    producers: DashMap<ProducerId, Arc<Producer>>,
+    write_lock: Mutex<()>,
+    next_producer_id: AtomicU64,
+    clock: Clock,
+    inactive_timeout: Nanos,
+    tombstone_lifetime: Nanos,
+}
+
+impl Registry {
+    pub fn new(options: RegistryOptions) -> Self {
+        Registry {
+            registrations: DashMap::new(),
+            channels_by_topic: DashMap::new(),
+            producers: DashMap::new(),
+            write_lock: Mutex::new(()),
+            next_producer_id: AtomicU64::new(1),
+            clock: Clock::new(),
+            inactive_timeout: duration_nanos(options.inactive_producer_timeout),
+            tombstone_lifetime: duration_nanos(options.tombstone_lifetime),
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Takes the writer lock. A panic while holding it cannot leave a
+    /// half-applied change visible (every change is a single store), so a
+    /// poisoned lock is simply taken over.
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn entry(&self, r: RegistrationRef<'_>) -> Option<Arc<KeyEntry>> {
+        self.registrations
+            .get(&r as &dyn KeyView)
+            .map(|e| Arc::clone(e.value()))
+    }
+
+    // ---- single-key steps; callers hold the writer lock ----
+
+    /// The entry of `r`, created (with no producers) if missing.
+    fn ensure_key(&self, r: RegistrationRef<'_>) -> Arc<KeyEntry> {
+        if let Some(e) = self.entry(r) {
+            return e;
+        }
+        let registration = r.to_owned();
+        let entry = Arc::new(KeyEntry::new(registration.clone()));
+        self.registrations
+            .insert(registration.clone(), Arc::clone(&entry));
+        if r.category == Category::Channel {
+            self.index_channel(&registration.key, &registration.subkey, true);
+        }
+        entry
+    }
+
+    /// Removes the key `r` (and its producers); true if it existed.
+    fn remove_key(&self, r: RegistrationRef<'_>) -> bool {
+        let Some((registration, entry)) = self.registrations.remove(&r as &dyn KeyView) else {
+            return false;
+        };
+        if registration.category == Category::Channel {
+            self.index_channel(&registration.key, &registration.subkey, false);
+        }
+        entry.invalidate_lookup();
+        true
+    }
+
+    /// Adds or removes `channel` in the channel list of `topic`.
+    fn index_channel(&self, topic: &Arc<str>, channel: &Arc<str>, present: bool) {
+        let current = self.channels(topic);
+        let mut next: Vec<Arc<str>> = current.to_vec();
+        match (next.binary_search(channel), present) {
+            (Err(at), true) => next.insert(at, Arc::clone(channel)),
+            (Ok(at), false) => {
+                next.remove(at);
+            }
+            _ => return,
+        }
+        if next.is_empty() {
+            self.channels_by_topic.remove(&**topic);
+        } else {
+            self.channels_by_topic
+                .insert(Arc::clone(topic), next.into());
+        }
+        if let Some(t) = self.entry(RegistrationRef::topic(topic)) {
+            t.invalidate_lookup();
+        }
+    }
+
+    /// Adds `producer` to `entry`; false if it was already there.
+    fn add_member(&self, entry: &KeyEntry, producer: ProducerId) -> bool {
+        match entry.producers.load().with(producer) {
+            Some(next) => {
+                entry.producers.store(Arc::new(next));
+                entry.invalidate_lookup();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes `producer` from `entry`: (was it there, how many are left).
+    fn remove_member(&self, entry: &KeyEntry, producer: ProducerId) -> (bool, usize) {
+        let current = entry.producers.load();
+        match current.without(producer) {
+            Some(next) => {
+                let left = next.len();
+                entry.producers.store(Arc::new(next));
+                entry.invalidate_lookup();
+                (true, left)
+            }
+            None => (false, current.len()),
+        }
+    }
+
+    // ---- producers (driven by TCP sessions) ----
+
+    /// Registers an identified connection under the `client` key and
+    /// returns the handle its session drives the registry with.
+    pub fn identify(self: &Arc<Self>, peer: PeerInfo) -> ProducerHandle {
+        let _w = self.lock();
+        let id = self.next_producer_id.fetch_add(1, Ordering::Relaxed);
+        let producer = Arc::new(Producer::new(id, peer, self.clock.now()));
+        self.producers.insert(id, Arc::clone(&producer));
+        let client = self.ensure_key(RegistrationRef::client());
+        if self.add_member(&client, id) {
+            debug!(
+                peer = %producer.peer.remote_address,
+                "DB: client({}) REGISTER category:client key: subkey:",
+                producer.peer.remote_address
+            );
+        }
+        let mut keys = EntrySet::default();
+        keys.insert(client);
+        ProducerHandle {
+            registry: Arc::clone(self),
+            producer,
+            keys,
+        }
+    }
+
+    // ---- admin writes (HTTP) ----
+
+    /// `POST /topic/create`: makes sure the topic key exists.
+    pub fn create_topic(&self, topic: &str) {
+        let _w = self.lock();
+        self.ensure_key(RegistrationRef::topic(topic));
+    }
+
+    /// `POST /topic/delete`: removes the topic key and all its channel keys.
+    pub fn delete_topic(&self, topic: &str) {
+        let _w = self.lock();
+        for channel in self.channels(topic).iter() {
+            self.remove_key(RegistrationRef::channel(topic, channel));
+        }
+        self.remove_key(RegistrationRef::topic(topic));
+    }
+
+    /// `POST /channel/create`: makes sure the channel key and its topic key exist.
+    pub fn create_channel(&self, topic: &str, channel: &str) {
+        let _w = self.lock();
+        self.ensure_key(RegistrationRef::channel(topic, channel));
+        self.ensure_key(RegistrationRef::topic(topic));
+    }
+
+    /// `POST /channel/delete`: removes the channel key; false if there was none.
+    pub fn delete_channel(&self, topic: &str, channel: &str) -> bool {
+        let _w = self.lock();
+        self.remove_key(RegistrationRef::channel(topic, channel))
+    }
+
+    /// `POST /topic/tombstone`: tombstones, for `topic` only, every producer
+    /// whose `broadcast_address:http_port` is `node`. Returns how many.
+    pub fn tombstone(&self, topic: &str, node: &str) -> usize {
+        let _w = self.lock();
+        let Some(entry) = self.entry(RegistrationRef::topic(topic)) else {
+            return 0;
+        };
+        let current = entry.producers.load();
+        let hit: Vec<ProducerId> = current
+            .members()
+            .iter()
+            .map(|m| m.producer)
+            .filter(|id| {
+                self.producers
+                    .get(id)
+                    .is_some_and(|p| p.peer.node_address() == node)
+            })
+            .collect();
+        if let Some(next) = current.with_tombstones(&hit, self.clock.now()) {
+            entry.producers.store(Arc::new(next));
+            entry.invalidate_lookup();
+        }
+        hit.len()
+    }
+}
+
+/// The keys a producer joined, by entry address: a handle remembers the
+/// very entries it joined, even one that an admin deleted and that was
+/// since re-created under the same name.
+#[derive(Debug, Default)]
+struct EntrySet(HashMap<usize, Arc<KeyEntry>>);
+
+impl EntrySet {
+    fn insert(&mut self, entry: Arc<KeyEntry>) {
+        self.0.insert(Arc::as_ptr(&entry) as usize, entry);
+    }
+
+    fn remove(&mut self, entry: &Arc<KeyEntry>) {
+        self.0.remove(&(Arc::as_ptr(entry) as usize));
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
+        self.0.values()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Arc<KeyEntry>> + '_ {
+        self.0.drain().map(|(_, e)| e)
+    }
+}
+
+/// What REGISTER changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegisterOutcome {
+    pub channel_added: bool,
+    pub topic_added: bool,
+}
+
+/// An identified connection's view of the registry.
+///
+/// Owned by the connection's session; dropping it (for any reason: EOF,
+/// fatal error, shutdown, a panic) removes the producer from every key it
+/// is in, which is the protocol's rule for a closed connection.
+#[derive(Debug)]
+pub struct ProducerHandle {
+    registry: Arc<Registry>,
+    producer: Arc<Producer>,
+    /// Every key this producer joined (and may still be in).
+    keys: EntrySet,
+}
+
+impl ProducerHandle {
+    pub fn producer(&self) -> &Arc<Producer> {
+        &self.producer
+    }
+
+    /// Number of keys this producer is registered in (the `client` key included).
+    pub fn registration_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn addr(&self) -> &str {
+        &self.producer.peer.remote_address
+    }
+
+    /// PING: refreshes the last-update time; returns the time since the previous one.
+    pub fn ping(&self) -> Duration {
+        let registry = &self.registry;
+        let now = registry.clock.now();
+        let previous = self.producer.touch(now);
+        let silent = now.saturating_sub(previous);
+        if silent > registry.inactive_timeout {
+            // It was hidden as inactive; the cached lookups that left it out
+            // are wrong from now on.
+            for key in self.keys.iter() {
+                key.invalidate_lookup();
+            }
+        }
+        Duration::from_nanos(silent)
+    }
+
+    /// REGISTER topic [channel]. Names must already be valid.
+    pub fn register(&mut self, topic: &str, channel: Option<&str>) -> RegisterOutcome {
+        let registry = Arc::clone(&self.registry);
+        let id = self.producer.id;
+        let _w = registry.lock();
+        let mut outcome = RegisterOutcome::default();
+        if let Some(channel) = channel {
+            let entry = registry.ensure_key(RegistrationRef::channel(topic, channel));
+            outcome.channel_added = registry.add_member(&entry, id);
+            if outcome.channel_added {
+                debug!(peer = %self.addr(), topic, channel,
+                    "DB: client({}) REGISTER category:channel key:{topic} subkey:{channel}", self.addr());
+            }
+            self.keys.insert(entry);
+        }
+        let entry = registry.ensure_key(RegistrationRef::topic(topic));
+        outcome.topic_added = registry.add_member(&entry, id);
+        if outcome.topic_added {
+            debug!(peer = %self.addr(), topic,
+                "DB: client({}) REGISTER category:topic key:{topic} subkey:", self.addr());
+        }
+        self.keys.insert(entry);
+        outcome
+    }
+
+    /// Removes this producer from one key; returns how many producers are left.
+    fn leave(&mut self, r: RegistrationRef<'_>) -> (bool, usize) {
+        let Some(entry) = self.registry.entry(r) else {
+            return (false, 0);
+        };
+        let (removed, left) = self.registry.remove_member(&entry, self.producer.id);
+        if removed {
+            self.keys.remove(&entry);
+        }
+        (removed, left)
+    }
+
+    /// UNREGISTER topic [channel]. Names must already be valid.
+    pub fn unregister(&mut self, topic: &str, channel: Option<&str>) {
+        let registry = Arc::clone(&self.registry);
+        let _w = registry.lock();
+        match channel {
+            Some(channel) => {
+                let (removed, left) = self.leave(RegistrationRef::channel(topic, channel));
+                if removed {
+                    debug!(peer = %self.addr(), topic, channel,
+                        "DB: client({}) UNREGISTER category:channel key:{topic} subkey:{channel}", self.addr());
+                }
+                if left == 0 && crate::names::is_ephemeral(channel) {
+                    registry.remove_key(RegistrationRef::channel(topic, channel));
+                }
+            }
+            None => {
+                // Leaving a topic leaves its channels too; nsqd normally
+                // unregisters them first, so anything found here is unusual.
+                for channel in registry.channels(topic).iter() {
+                    let (removed, _) = self.leave(RegistrationRef::channel(topic, channel));
+                    if removed {
+                        warn!(peer = %self.addr(), topic, channel = &**channel,
+                            "client({}) unexpected UNREGISTER category:channel key:{topic} subkey:{channel}", self.addr());
+                    }
+                }
+                let (removed, left) = self.leave(RegistrationRef::topic(topic));
+                if removed {
+                    debug!(peer = %self.addr(), topic,
+                        "DB: client({}) UNREGISTER category:topic key:{topic} subkey:", self.addr());
+                }
+                if left == 0 && crate::names::is_ephemeral(topic) {
+                    registry.remove_key(RegistrationRef::topic(topic));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ProducerHandle {
+    fn drop(&mut self) {
+        let registry = &self.registry;
+        let id = self.producer.id;
+        let count = self.keys.len();
+        for entry in self.keys.drain() {
+            let _w = registry.lock();
+            if registry.remove_member(&entry, id).0 {
+                let r = entry.registration.view();
+                debug!(peer = %self.producer.peer.remote_address,
+                    "DB: client({}) UNREGISTER category:{} key:{} subkey:{}",
+                    self.producer.peer.remote_address, r.category.as_str(), r.key, r.subkey);
+            }
+        }
+        registry.producers.remove(&id);
+        info!(peer = %self.producer.peer.remote_address, registrations = count,
+            "DB: client({}) removed from {count} registrations", self.producer.peer.remote_address);
+    }
+}
+
+#[cfg(test)]
+mod tests;

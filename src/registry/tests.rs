@@ -1,0 +1,473 @@
+//! The rules of spec sections 2 and 3, one test each, on the registry alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::*;
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+const LIFETIME: Duration = Duration::from_secs(45);
+
+fn registry() -> Arc<Registry> {
+    Arc::new(Registry::new(RegistryOptions {
+        inactive_producer_timeout: TIMEOUT,
+        tombstone_lifetime: LIFETIME,
+    }))
+}
+
+fn peer(n: u16) -> PeerInfo {
+    PeerInfo {
+        remote_address: format!("127.0.0.1:{}", 5000 + n),
+        hostname: format!("host-{n}"),
+        broadcast_address: format!("node-{n}.example"),
+        tcp_port: 4150,
+        http_port: 4151,
+        version: "1.3.0".into(),
+        topology_zone: String::new(),
+        topology_region: String::new(),
+    }
+}
+
+/// (channels, broadcast addresses of producers) of a `/lookup`, sorted.
+fn lookup(r: &Registry, topic: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let body = r.lookup(topic)?;
+    let v: Value = serde_json::from_slice(&body).expect("lookup body is JSON");
+    let mut channels: Vec<String> = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    let mut producers: Vec<String> = v["producers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["broadcast_address"].as_str().unwrap().to_owned())
+        .collect();
+    channels.sort();
+    producers.sort();
+    Some((channels, producers))
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn topics(r: &Registry) -> Vec<String> {
+    r.topics().iter().map(|t| t.to_string()).collect()
+}
+
+fn channels(r: &Registry, topic: &str) -> Vec<String> {
+    r.channels(topic).iter().map(|t| t.to_string()).collect()
+}
+
+fn node_topics(r: &Registry, broadcast: &str) -> Option<Vec<(String, bool)>> {
+    r.nodes()
+        .into_iter()
+        .find(|n| n.producer.peer.broadcast_address == broadcast)
+        .map(|n| n.topics.iter().map(|(t, b)| (t.to_string(), *b)).collect())
+}
+
+#[test]
+fn identify_joins_the_client_key() {
+    let r = registry();
+    let a = r.identify(peer(1));
+    let nodes = r.nodes();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].producer.peer, peer(1));
+    assert!(nodes[0].topics.is_empty());
+    let debug = r.debug();
+    assert_eq!(debug.len(), 1);
+    assert_eq!(debug[0].registration.to_string(), "client::");
+    drop(a);
+    assert!(r.nodes().is_empty());
+    assert!(r.debug().is_empty());
+}
+
+#[test]
+fn register_adds_to_topic_and_channel_once() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    let first = a.register("t1", Some("c1"));
+    assert_eq!(
+        first,
+        RegisterOutcome {
+            channel_added: true,
+            topic_added: true
+        }
+    );
+    assert_eq!(a.register("t1", Some("c1")), RegisterOutcome::default());
+    assert_eq!(a.register("t1", None), RegisterOutcome::default());
+    assert_eq!(
+        lookup(&r, "t1"),
+        Some((strings(&["c1"]), strings(&["node-1.example"])))
+    );
+    let debug = r.debug();
+    let keys: Vec<String> = debug.iter().map(|d| d.registration.to_string()).collect();
+    assert_eq!(keys, ["channel:t1:c1", "client::", "topic:t1:"]);
+    assert!(debug.iter().all(|d| d.producers.len() == 1));
+}
+
+#[test]
+fn unknown_topic_is_not_found_and_has_no_channels() {
+    let r = registry();
+    assert_eq!(lookup(&r, "nope"), None);
+    assert!(channels(&r, "nope").is_empty());
+    assert!(topics(&r).is_empty());
+}
+
+#[test]
+fn unregister_channel_keeps_the_key() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    a.register("t1", Some("c1"));
+    a.register("t1", Some("c2"));
+    a.unregister("t1", Some("c1"));
+    assert_eq!(channels(&r, "t1"), ["c1", "c2"]);
+    assert_eq!(
+        lookup(&r, "t1"),
+        Some((strings(&["c1", "c2"]), strings(&["node-1.example"])))
+    );
+    let keys: Vec<String> = r
+        .debug()
+        .iter()
+        .map(|d| d.registration.to_string())
+        .collect();
+    assert_eq!(keys, ["channel:t1:c2", "client::", "topic:t1:"]);
+}
+
+#[test]
+fn ephemeral_channel_goes_on_last_unregister_only() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    let mut b = r.identify(peer(2));
+    a.register("t1", Some("e#ephemeral"));
+    b.register("t1", Some("e#ephemeral"));
+    a.register("t1", Some("normal"));
+    a.unregister("t1", Some("e#ephemeral"));
+    assert_eq!(channels(&r, "t1"), ["e#ephemeral", "normal"]);
+    b.unregister("t1", Some("e#ephemeral"));
+    a.unregister("t1", Some("normal"));
+    assert_eq!(channels(&r, "t1"), ["normal"]);
+}
+
+#[test]
+fn unregister_topic_leaves_its_channels_and_the_keys() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    a.register("t1", Some("c1"));
+    a.register("t1", Some("c2"));
+    a.register("t2", Some("c1"));
+    a.unregister("t1", None);
+    assert_eq!(lookup(&r, "t1"), Some((strings(&["c1", "c2"]), vec![])));
+    assert_eq!(
+        lookup(&r, "t2"),
+        Some((strings(&["c1"]), strings(&["node-1.example"])))
+    );
+    assert_eq!(
+        node_topics(&r, "node-1.example").unwrap(),
+        [("t2".into(), false)]
+    );
+    let keys: Vec<String> = r
+        .debug()
+        .iter()
+        .map(|d| d.registration.to_string())
+        .collect();
+    assert_eq!(keys, ["channel:t2:c1", "client::", "topic:t2:"]);
+}
+
+#[test]
+fn ephemeral_topic_goes_on_last_unregister_leaving_its_channels() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    let mut b = r.identify(peer(2));
+    a.register("t#ephemeral", Some("c1"));
+    b.register("t#ephemeral", None);
+    a.unregister("t#ephemeral", None);
+    assert_eq!(
+        lookup(&r, "t#ephemeral"),
+        Some((strings(&["c1"]), strings(&["node-2.example"])))
+    );
+    b.unregister("t#ephemeral", None);
+    assert_eq!(lookup(&r, "t#ephemeral"), None);
+    assert!(topics(&r).is_empty());
+    assert_eq!(channels(&r, "t#ephemeral"), ["c1"]);
+}
+
+#[test]
+fn unregister_of_unknown_keys_creates_nothing() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    a.unregister("nothere", None);
+    a.unregister("nothere", Some("c1"));
+    a.unregister("gone#ephemeral", None);
+    assert!(topics(&r).is_empty());
+    assert!(channels(&r, "nothere").is_empty());
+}
+
+#[test]
+fn disconnect_removes_the_producer_but_keeps_every_key() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    let mut b = r.identify(peer(2));
+    a.register("t1", Some("c1"));
+    a.register("t#ephemeral", Some("c#ephemeral"));
+    b.register("t1", None);
+    drop(a);
+    assert_eq!(
+        lookup(&r, "t1"),
+        Some((strings(&["c1"]), strings(&["node-2.example"])))
+    );
+    assert_eq!(
+        lookup(&r, "t#ephemeral"),
+        Some((strings(&["c#ephemeral"]), vec![]))
+    );
+    assert_eq!(topics(&r), ["t#ephemeral", "t1"]);
+    assert_eq!(r.nodes().len(), 1);
+    drop(b);
+    assert_eq!(lookup(&r, "t1"), Some((strings(&["c1"]), vec![])));
+    assert!(r.debug().is_empty());
+    assert_eq!(r.producer_count(), 0);
+}
+
+#[test]
+fn tombstone_hides_one_topic_producer_pair_for_its_lifetime() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    let mut b = r.identify(peer(2));
+    a.register("t1", Some("c1"));
+    a.register("t2", None);
+    b.register("t1", None);
+    assert_eq!(r.tombstone("t1", "node-1.example:4151"), 1);
+    assert_eq!(lookup(&r, "t1").unwrap().1, ["node-2.example"]);
+    assert_eq!(
+        lookup(&r, "t2").unwrap().1,
+        ["node-1.example"],
+        "other topics unaffected"
+    );
+    assert_eq!(
+        node_topics(&r, "node-1.example").unwrap(),
+        [("t1".into(), true), ("t2".into(), false)],
+        "/nodes still lists a tombstoned producer"
+    );
+
+    r.clock().advance(LIFETIME);
+    assert_eq!(
+        lookup(&r, "t1").unwrap().1,
+        ["node-1.example", "node-2.example"]
+    );
+    assert_eq!(
+        node_topics(&r, "node-1.example").unwrap(),
+        [("t1".into(), false), ("t2".into(), false)]
+    );
+    let debug = r.debug();
+    let topic = debug
+        .iter()
+        .find(|d| d.registration.to_string() == "topic:t1:")
+        .unwrap();
+    let p = topic
+        .producers
+        .iter()
+        .find(|p| p.producer.peer.broadcast_address == "node-1.example")
+        .unwrap();
+    assert!(p.tombstoned, "/debug keeps the flag after expiry");
+    assert!(p.tombstoned_at > 0);
+}
+
+#[test]
+fn tombstone_matches_broadcast_address_and_http_port_only() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    a.register("t1", None);
+    assert_eq!(r.tombstone("t1", "node-1.example:4150"), 0);
+    assert_eq!(r.tombstone("t1", "node-1.example"), 0);
+    assert_eq!(r.tombstone("nope", "node-1.example:4151"), 0);
+    assert_eq!(lookup(&r, "t1").unwrap().1, ["node-1.example"]);
+    let debug = r.debug();
+    assert!(debug.iter().all(|d| {
+        d.producers
+            .iter()
+            .all(|p| !p.tombstoned && p.tombstoned_at == GO_ZERO_TIME_UNIX_NANOS)
+    }));
+}
+
+#[test]
+fn tombstone_survives_re_register_but_not_unregister() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    a.register("t1", None);
+    r.tombstone("t1", "node-1.example:4151");
+    a.register("t1", None);
+    assert!(
+        lookup(&r, "t1").unwrap().1.is_empty(),
+        "re-REGISTER keeps it"
+    );
+    a.unregister("t1", None);
+    a.register("t1", None);
+    assert_eq!(
+        lookup(&r, "t1").unwrap().1,
+        ["node-1.example"],
+        "UNREGISTER cleared it"
+    );
+}
+
+#[test]
+fn inactive_producers_are_hidden_until_they_ping() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    let mut b = r.identify(peer(2));
+    a.register("t1", Some("c1"));
+    b.register("t1", None);
+    assert_eq!(lookup(&r, "t1").unwrap().1.len(), 2, "warms the cache");
+
+    r.clock().advance(TIMEOUT / 2);
+    a.ping();
+    r.clock().advance(TIMEOUT / 2 + Duration::from_millis(1));
+    b.register("t2", None); // REGISTER does not refresh
+    assert_eq!(lookup(&r, "t1").unwrap().1, ["node-1.example"]);
+    assert_eq!(lookup(&r, "t2").unwrap().1, Vec::<String>::new());
+    assert_eq!(r.nodes().len(), 1);
+    assert_eq!(
+        r.debug().iter().map(|d| d.producers.len()).sum::<usize>(),
+        6,
+        "/debug does not filter"
+    );
+
+    b.ping();
+    assert_eq!(
+        lookup(&r, "t1").unwrap().1,
+        ["node-1.example", "node-2.example"]
+    );
+    assert_eq!(lookup(&r, "t2").unwrap().1, ["node-2.example"]);
+    assert_eq!(
+        node_topics(&r, "node-2.example").unwrap(),
+        [("t1".into(), false), ("t2".into(), false)]
+    );
+}
+
+#[test]
+fn activity_boundary_is_inclusive() {
+    let r = registry();
+    r.clock().freeze();
+    let mut a = r.identify(peer(1));
+    a.register("t1", None);
+    let start = a.producer().last_update();
+    let now = r.clock().now();
+    r.clock().advance(Duration::from_nanos(
+        duration_nanos(TIMEOUT) - (now - start),
+    ));
+    assert_eq!(
+        lookup(&r, "t1").unwrap().1.len(),
+        1,
+        "exactly at the timeout: active"
+    );
+    r.clock().advance(Duration::from_nanos(1));
+    assert!(
+        lookup(&r, "t1").unwrap().1.is_empty(),
+        "one ns later: inactive"
+    );
+}
+
+#[test]
+fn admin_keys_outlive_producers_and_deletes_cascade() {
+    let r = registry();
+    r.create_topic("t1");
+    r.create_topic("t1");
+    assert_eq!(lookup(&r, "t1"), Some((vec![], vec![])));
+    assert!(
+        r.debug().is_empty(),
+        "keys without producers are not in /debug"
+    );
+    r.create_channel("t2", "c1");
+    r.create_channel("t2", "c2#ephemeral");
+    assert_eq!(topics(&r), ["t1", "t2"]);
+    assert_eq!(channels(&r, "t2"), ["c1", "c2#ephemeral"]);
+    assert!(r.delete_channel("t2", "c1"));
+    assert!(!r.delete_channel("t2", "c1"));
+    assert!(!r.delete_channel("nope", "c2#ephemeral"));
+    assert_eq!(lookup(&r, "t2"), Some((strings(&["c2#ephemeral"]), vec![])));
+
+    let mut a = r.identify(peer(1));
+    a.register("t2", Some("c9"));
+    r.delete_topic("t2");
+    assert_eq!(lookup(&r, "t2"), None);
+    assert!(channels(&r, "t2").is_empty());
+    assert_eq!(node_topics(&r, "node-1.example").unwrap(), []);
+    r.delete_topic("never");
+
+    // the producer can come back to a deleted topic, and leaves cleanly
+    a.register("t2", Some("c9"));
+    assert_eq!(
+        lookup(&r, "t2"),
+        Some((strings(&["c9"]), strings(&["node-1.example"])))
+    );
+    drop(a);
+    assert_eq!(lookup(&r, "t2"), Some((strings(&["c9"]), vec![])));
+    assert_eq!(r.producer_count(), 0);
+}
+
+#[test]
+fn deleting_a_registered_channel_keeps_the_topic_producer() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    a.register("t1", Some("c1"));
+    assert!(r.delete_channel("t1", "c1"));
+    assert_eq!(
+        lookup(&r, "t1"),
+        Some((vec![], strings(&["node-1.example"])))
+    );
+    a.unregister("t1", Some("c1"));
+    assert!(channels(&r, "t1").is_empty());
+}
+
+#[test]
+fn cached_lookups_follow_every_change() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    a.register("t1", None);
+    let entry = r.entry(RegistrationRef::topic("t1")).unwrap();
+    let cache = entry.lookup.as_ref().unwrap();
+    assert!(!cache.is_warm(r.clock().now()));
+    assert_eq!(lookup(&r, "t1").unwrap().1.len(), 1);
+    assert!(cache.is_warm(r.clock().now()));
+    let body = r.lookup("t1").unwrap();
+    assert_eq!(
+        body.as_ptr(),
+        r.lookup("t1").unwrap().as_ptr(),
+        "served from cache"
+    );
+
+    r.create_channel("t1", "c1");
+    assert_eq!(lookup(&r, "t1").unwrap().0, ["c1"], "channel list change");
+    let mut b = r.identify(peer(2));
+    b.register("t1", None);
+    assert_eq!(lookup(&r, "t1").unwrap().1.len(), 2, "producer added");
+    drop(b);
+    assert_eq!(lookup(&r, "t1").unwrap().1.len(), 1, "producer gone");
+    r.delete_channel("t1", "c1");
+    assert!(lookup(&r, "t1").unwrap().0.is_empty(), "channel deleted");
+}
+
+#[test]
+fn many_producers_many_topics() {
+    let r = registry();
+    let mut handles: Vec<_> = (0..20).map(|n| r.identify(peer(n))).collect();
+    for (n, h) in handles.iter_mut().enumerate() {
+        for t in 0..50 {
+            if (t + n) % 2 == 0 {
+                h.register(&format!("topic{t}"), Some("c"));
+            }
+        }
+    }
+    for t in 0..50 {
+        assert_eq!(lookup(&r, &format!("topic{t}")).unwrap().1.len(), 10);
+    }
+    handles.truncate(10);
+    for t in 0..50 {
+        assert_eq!(lookup(&r, &format!("topic{t}")).unwrap().1.len(), 5);
+    }
+    assert_eq!(r.nodes().len(), 10);
+    assert!(r.nodes().iter().all(|n| n.topics.len() == 25));
+}

@@ -1,0 +1,225 @@
+//! Read-side views of the registry, for the HTTP handlers.
+//!
+//! Everything here only loads snapshots: no writer lock is taken, and a
+//! concurrent registration never makes a reader wait.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::key::{Category, KeyView, Registration, RegistrationRef};
+use super::producer::Producer;
+use super::{KeyEntry, Registry};
+use crate::json;
+
+/// A producer as `/nodes` lists it.
+#[derive(Debug)]
+pub struct NodeView {
+    pub producer: Arc<Producer>,
+    /// The topics it is registered for, each with "is it tombstoned now".
+    pub topics: Vec<(Arc<str>, bool)>,
+}
+
+/// One key with producers, as `/debug` lists it.
+#[derive(Debug)]
+pub struct DebugEntry {
+    pub registration: Registration,
+    pub producers: Vec<DebugProducer>,
+}
+
+/// One (key, producer) pair as `/debug` lists it; times are Unix nanoseconds.
+#[derive(Debug)]
+pub struct DebugProducer {
+    pub producer: Arc<Producer>,
+    pub last_update: i64,
+    pub tombstoned: bool,
+    /// Go's zero time (`-6795364578871345152`) when never tombstoned.
+    pub tombstoned_at: i64,
+}
+
+/// `time.Time{}.UnixNano()` in Go: what the original prints for "never".
+pub const GO_ZERO_TIME_UNIX_NANOS: i64 = -6_795_364_578_871_345_152;
+
+impl Registry {
+    /// The `/lookup` answer for `topic`, or `None` when the topic key does
+    /// not exist. Served from the topic's cache when current.
+    pub fn lookup(&self, topic: &str) -> Option<Bytes> {
+        let now = self.clock.now();
+        let entry = {
+            let guard = self
+                .registrations
+                .get(&RegistrationRef::topic(topic) as &dyn KeyView)?;
+            let cache = guard.lookup.as_ref()?;
+            match cache.get(now) {
+                Ok(body) => return Some(body),
+                Err(_) => Arc::clone(guard.value()),
+            }
+        };
+        let cache = entry.lookup.as_ref()?;
+        // Take the generation first, then read the data (see `lookup.rs`).
+        let generation = match cache.get(now) {
+            Ok(body) => return Some(body),
+            Err(generation) => generation,
+        };
+        let (body, valid_until) = self.render_lookup(topic, &entry, now);
+        cache.store(generation, valid_until, body.clone());
+        Some(body)
+    }
+
+    /// Renders `{"channels":[..],"producers":[..]}` from the current
+    /// snapshots, with the instant until which it stays true.
+    fn render_lookup(&self, topic: &str, entry: &KeyEntry, now: u64) -> (Bytes, u64) {
+        let channels = self.channels(topic);
+        let set = entry.producers.load();
+        let mut out = String::with_capacity(40 + channels.len() * 24 + set.len() * 224);
+        out.push_str("{\"channels\":");
+        json::push_str_array(&mut out, channels.iter().map(|c| &**c));
+        out.push_str(",\"producers\":[");
+        let mut valid_until = u64::MAX;
+        let mut first = true;
+        for member in set.members() {
+            let Some(producer) = self.producers.get(&member.producer) else {
+                continue; // its connection is being cleaned up
+            };
+            if member.is_tombstoned(now, self.tombstone_lifetime) {
+                valid_until = valid_until.min(member.tombstoned_at + self.tombstone_lifetime);
+                continue;
+            }
+            let last_update = producer.last_update();
+            if now.saturating_sub(last_update) > self.inactive_timeout {
+                continue; // a PING brings it back and invalidates this body
+            }
+            valid_until = valid_until.min(
+                last_update
+                    .saturating_add(self.inactive_timeout)
+                    .saturating_add(1),
+            );
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(producer.lookup_json());
+        }
+        out.push_str("]}");
+        (Bytes::from(out), valid_until)
+    }
+
+    /// The channel names of `topic` (empty when it has none).
+    pub fn channels(&self, topic: &str) -> Arc<[Arc<str>]> {
+        self.channels_by_topic
+            .get(topic)
+            .map(|c| Arc::clone(c.value()))
+            .unwrap_or_else(|| Arc::from(Vec::new()))
+    }
+
+    /// Every topic key, with or without producers.
+    pub fn topics(&self) -> Vec<Arc<str>> {
+        let mut topics: Vec<Arc<str>> = self
+            .registrations
+            .iter()
+            .filter(|e| e.key().category == Category::Topic)
+            .map(|e| Arc::clone(&e.key().key))
+            .collect();
+        topics.sort_unstable();
+        topics
+    }
+
+    fn entries_of(&self, category: Category) -> Vec<Arc<KeyEntry>> {
+        self.registrations
+            .iter()
+            .filter(|e| e.key().category == category)
+            .map(|e| Arc::clone(e.value()))
+            .collect()
+    }
+
+    /// `/nodes`: every active identified producer (tombstoned ones
+    /// included) with the topics it is in.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let now = self.clock.now();
+        let Some(client) = self.entry(RegistrationRef::client()) else {
+            return Vec::new();
+        };
+        let mut nodes: Vec<NodeView> = client
+            .producers
+            .load()
+            .members()
+            .iter()
+            .filter_map(|m| {
+                self.producers
+                    .get(&m.producer)
+                    .map(|p| Arc::clone(p.value()))
+            })
+            .filter(|p| p.is_active(now, self.inactive_timeout))
+            .map(|producer| NodeView {
+                producer,
+                topics: Vec::new(),
+            })
+            .collect();
+        let index: HashMap<u64, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.producer.id, i))
+            .collect();
+        for entry in self.entries_of(Category::Topic) {
+            for member in entry.producers.load().members() {
+                if let Some(&i) = index.get(&member.producer) {
+                    let tombstoned = member.is_tombstoned(now, self.tombstone_lifetime);
+                    nodes[i]
+                        .topics
+                        .push((Arc::clone(&entry.registration.key), tombstoned));
+                }
+            }
+        }
+        for node in &mut nodes {
+            node.topics.sort_unstable();
+        }
+        nodes
+    }
+
+    /// `/debug`: every key that has producers, with each pair's raw state.
+    pub fn debug(&self) -> Vec<DebugEntry> {
+        let mut entries: Vec<DebugEntry> = Vec::new();
+        for category in [Category::Channel, Category::Client, Category::Topic] {
+            for entry in self.entries_of(category) {
+                let producers: Vec<DebugProducer> = entry
+                    .producers
+                    .load()
+                    .members()
+                    .iter()
+                    .filter_map(|m| {
+                        let producer = Arc::clone(self.producers.get(&m.producer)?.value());
+                        Some(DebugProducer {
+                            last_update: self.clock.to_unix_nanos(producer.last_update()),
+                            tombstoned: m.was_tombstoned(),
+                            tombstoned_at: if m.was_tombstoned() {
+                                self.clock.to_unix_nanos(m.tombstoned_at)
+                            } else {
+                                GO_ZERO_TIME_UNIX_NANOS
+                            },
+                            producer,
+                        })
+                    })
+                    .collect();
+                if !producers.is_empty() {
+                    entries.push(DebugEntry {
+                        registration: entry.registration.clone(),
+                        producers,
+                    });
+                }
+            }
+        }
+        entries.sort_by_key(|e| e.registration.to_string());
+        entries
+    }
+
+    /// Number of identified producers (connections past IDENTIFY).
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Number of registration keys, all categories.
+    pub fn key_count(&self) -> usize {
+        self.registrations.len()
+    }
+}

@@ -1,0 +1,170 @@
+//! Binds the two listeners, runs them, and shuts them down.
+//!
+//! Shutdown (SIGINT/SIGTERM in `main`): both accept loops stop, every
+//! connection is told to finish (TCP sessions end at once and their
+//! registrations are removed; HTTP connections finish the request in
+//! flight), and the server waits for them within a bound so that the
+//! process exits promptly even if a peer does not cooperate.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::config::Options;
+use crate::http::{self, HttpContext};
+use crate::json;
+use crate::registry::{Registry, RegistryOptions};
+use crate::tcp::{self, TcpContext};
+
+/// How long shutdown waits for connections to finish.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// A listen address could not be bound.
+#[derive(Debug)]
+pub struct BindError {
+    pub address: String,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "listen ({}) failed - {}", self.address, self.error)
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// Binds `address` (`host:port`; `:port` means every interface, as in Go).
+async fn bind(address: &str) -> Result<TcpListener, BindError> {
+    let fail = |error| BindError {
+        address: address.to_owned(),
+        error,
+    };
+    let normalized = match address.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => address.to_owned(),
+    };
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
+    for addr in tokio::net::lookup_host(&normalized).await.map_err(fail)? {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(fail(last))
+}
+
+/// A server with both listeners bound, ready to run.
+pub struct Server {
+    tcp: TcpListener,
+    http: TcpListener,
+    registry: Arc<Registry>,
+    options: Options,
+}
+
+impl Server {
+    /// Binds both listeners (port 0 picks a free port).
+    pub async fn bind(options: Options) -> Result<Server, BindError> {
+        let tcp = bind(&options.tcp_address).await?;
+        let http = bind(&options.http_address).await?;
+        let registry = Arc::new(Registry::new(RegistryOptions {
+            inactive_producer_timeout: options.inactive_producer_timeout,
+            tombstone_lifetime: options.tombstone_lifetime,
+        }));
+        Ok(Server {
+            tcp,
+            http,
+            registry,
+            options,
+        })
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The IDENTIFY answer: this lookupd's real ports, version, broadcast
+    /// address and hostname, keys sorted as Go marshals a map.
+    fn identify_response(&self) -> Bytes {
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+        let mut out = String::from("{");
+        json::push_key(&mut out, "broadcast_address");
+        json::push_str(&mut out, &self.options.broadcast_address);
+        out.push(',');
+        json::push_key(&mut out, "hostname");
+        json::push_str(&mut out, &hostname);
+        out.push(',');
+        json::push_key(&mut out, "http_port");
+        json::push_int(&mut out, i64::from(self.http_addr().port()));
+        out.push(',');
+        json::push_key(&mut out, "tcp_port");
+        json::push_int(&mut out, i64::from(self.tcp_addr().port()));
+        out.push(',');
+        json::push_key(&mut out, "version");
+        json::push_str(&mut out, crate::NSQ_VERSION);
+        out.push('}');
+        Bytes::from(out)
+    }
+
+    /// Serves until `stop` completes, then shuts down gracefully.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) {
+        let tcp_ctx = Arc::new(TcpContext {
+            registry: Arc::clone(&self.registry),
+            identify_response: self.identify_response(),
+            limits: self.options.limits,
+        });
+        let http_ctx = Arc::new(HttpContext::new(Arc::clone(&self.registry)));
+        info!("TCP: listening on {}", self.tcp_addr());
+        info!("HTTP: listening on {}", self.http_addr());
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let tcp = tokio::spawn(tcp::listener::run(
+            self.tcp,
+            tcp_ctx,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        let http = tokio::spawn(http::run(
+            self.http,
+            http_ctx,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+
+        stop.await;
+        shutdown.cancel();
+        let _ = tcp.await;
+        let _ = http.await;
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, tasks.wait())
+            .await
+            .is_err()
+        {
+            info!(
+                "shutdown: {} connections did not finish in time",
+                tasks.len()
+            );
+        }
+    }
+}

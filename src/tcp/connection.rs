@@ -1,0 +1,124 @@
+//! Drives one accepted TCP connection: reads bytes, lets the codec frame
+//! them and the session answer them, writes the answers.
+//!
+//! Responses to pipelined commands are batched: every command already in
+//! the read buffer is answered into one output buffer, which is written
+//! with a single `write_all` before the next read. On a fatal error the
+//! error frame is written, the connection is shut down, and the session
+//! (with its registrations) is dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+use tracing::{error, info};
+
+use super::TcpContext;
+use super::codec::{CodecError, LookupCodec};
+use super::session::{Reply, Session};
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 4096;
+
+/// Appends one response frame: 4-byte big-endian length, then the data.
+fn put_frame(out: &mut BytesMut, data: &[u8]) {
+    out.put_u32(u32::try_from(data.len()).unwrap_or(u32::MAX));
+    out.put_slice(data);
+}
+
+/// How a connection ended.
+enum End {
+    /// The peer closed (or the stream failed).
+    Closed,
+    /// A fatal protocol error, already sent.
+    Fatal(Bytes),
+}
+
+/// Serves the connection until it ends. Never panics on input.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<TcpContext>) {
+    info!(peer = %peer, "TCP: new client({peer})");
+    let mut session = Session::new(
+        Arc::clone(&ctx.registry),
+        peer,
+        ctx.identify_response.clone(),
+    );
+    let mut codec = LookupCodec::new(
+        ctx.limits.max_command_size,
+        ctx.limits.max_identify_body_size,
+    );
+    let end = run(&mut stream, peer, &mut session, &mut codec).await;
+    if let End::Fatal(err) = &end {
+        error!(peer = %peer, "[{peer}] - {}", String::from_utf8_lossy(err));
+    }
+    let _ = stream.shutdown().await;
+    drop(stream);
+    info!(peer = %peer, "PROTOCOL(V1): [{peer}] exiting ioloop");
+    drop(session);
+}
+
+async fn run(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    session: &mut Session,
+    codec: &mut LookupCodec,
+) -> End {
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut output = BytesMut::with_capacity(READ_CHUNK);
+    let mut eof = false;
+    let mut magic_logged = false;
+    loop {
+        // Answer everything already buffered.
+        let ended = loop {
+            let decoded = if eof {
+                codec.decode_eof(&mut input)
+            } else {
+                codec.decode(&mut input)
+            };
+            if !magic_logged && !codec.awaiting_magic() {
+                magic_logged = true;
+                info!(peer = %peer, "CLIENT({peer}): desired protocol magic '  V1'");
+            }
+            match decoded {
+                Ok(Some(frame)) => match session.apply(frame) {
+                    Reply::Send(data) => put_frame(&mut output, &data),
+                    Reply::ReadIdentifyBody => codec.expect_identify_body(),
+                    Reply::Fatal(data) => {
+                        put_frame(&mut output, &data);
+                        break Some(End::Fatal(data));
+                    }
+                },
+                Ok(None) => break eof.then_some(End::Closed),
+                Err(CodecError::Io(_)) => break Some(End::Closed),
+                Err(e) => {
+                    if let CodecError::BadMagic(magic) = &e {
+                        error!(peer = %peer, "client({peer}) bad protocol magic '{}'",
+                            String::from_utf8_lossy(magic));
+                    }
+                    let response = e.response().unwrap_or_default();
+                    put_frame(&mut output, &response);
+                    break Some(End::Fatal(response));
+                }
+            }
+        };
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                return End::Closed;
+            }
+            output.clear();
+        }
+        if let Some(end) = ended {
+            return end;
+        }
+        if input.capacity() - input.len() < READ_CHUNK / 4 {
+            input.reserve(READ_CHUNK);
+        }
+        match stream.read_buf(&mut input).await {
+            Ok(0) => eof = true,
+            Ok(_) => {}
+            Err(_) => return End::Closed,
+        }
+    }
+}
