@@ -12,6 +12,7 @@
 //! - [`config`]: flags, the TOML config file and Go durations.
 //! - [`server`]: binds both listeners, runs them, shuts them down.
 //! - [`logging`]: log lines in the original's format.
+//! - [`stats`]: connection and limit counters (atomics, never locked).
 //! - [`names`], [`json`]: topic/channel name rules and Go-compatible JSON output.
 
 pub mod config;
@@ -21,6 +22,7 @@ pub mod logging;
 pub mod names;
 pub mod registry;
 pub mod server;
+pub mod stats;
 pub mod tcp;
 
 /// The NSQ release whose protocol this server speaks; reported by `/info`,

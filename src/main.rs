@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     let (options, warnings) = match config::parse_args(std::env::args_os()) {
-        Ok(Parsed::Run { options, warnings }) => (options, warnings),
+        Ok(Parsed::Run { options, warnings }) => (*options, warnings),
         Ok(Parsed::Help(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -27,6 +27,12 @@ fn main() -> ExitCode {
     logging::init(options.log_level, &options.log_prefix);
     for w in warnings {
         warn!("{w}");
+    }
+    // As Go's runtime does: every connection is a file descriptor, and the
+    // connection caps are only meaningful if the process may open that many.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => info!("file descriptor limit: {n}"),
+        Err(e) => warn!("could not raise the file descriptor limit - {e}"),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

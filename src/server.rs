@@ -22,6 +22,7 @@ use crate::config::Options;
 use crate::http::{self, HttpContext};
 use crate::json;
 use crate::registry::{Registry, RegistryOptions};
+use crate::stats::Stats;
 use crate::tcp::{self, TcpContext};
 
 /// How long shutdown waits for connections to finish.
@@ -67,6 +68,7 @@ pub struct Server {
     tcp: TcpListener,
     http: TcpListener,
     registry: Arc<Registry>,
+    stats: Arc<Stats>,
     options: Options,
 }
 
@@ -83,6 +85,7 @@ impl Server {
             tcp,
             http,
             registry,
+            stats: Arc::new(Stats::default()),
             options,
         })
     }
@@ -101,6 +104,10 @@ impl Server {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     /// The IDENTIFY answer: this lookupd's real ports, version, broadcast
@@ -131,9 +138,14 @@ impl Server {
         let tcp_ctx = Arc::new(TcpContext {
             registry: Arc::clone(&self.registry),
             identify_response: self.identify_response(),
-            limits: self.options.limits,
+            limits: self.options.tcp_limits,
+            stats: Arc::clone(&self.stats),
         });
-        let http_ctx = Arc::new(HttpContext::new(Arc::clone(&self.registry)));
+        let http_ctx = Arc::new(HttpContext::new(
+            Arc::clone(&self.registry),
+            self.options.http_limits,
+            Arc::clone(&self.stats),
+        ));
         info!("TCP: listening on {}", self.tcp_addr());
         info!("HTTP: listening on {}", self.http_addr());
 

@@ -20,6 +20,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 pub use duration::{format_go_duration, parse_go_duration};
 
+use crate::http::HttpLimits;
 use crate::tcp::TcpLimits;
 
 /// Log verbosity, lowest first.
@@ -64,6 +65,13 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
         _ => Err(format!("invalid boolean {s:?}")),
+    }
+}
+
+fn parse_header_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        n if n < 8192 => Err("must be at least 8192".into()),
+        n => Ok(n),
     }
 }
 
@@ -126,6 +134,41 @@ struct Cli {
         help_heading = "Limits")]
     max_identify_body_size: usize,
 
+    /// most keys one TCP connection may register in; more is a fatal E_INVALID
+    #[arg(long, value_name = "N", default_value = "100000", value_parser = parse_size,
+        help_heading = "Limits")]
+    max_registrations_per_connection: usize,
+
+    /// close a TCP connection that sends nothing (not even PING) for this long, 0 = never; nsqd PINGs every 15s
+    #[arg(long, value_name = "DURATION", default_value = "1m0s", value_parser = parse_duration,
+        help_heading = "Limits")]
+    tcp_idle_timeout: Duration,
+
+    /// most simultaneous TCP connections; more are closed at accept
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = parse_size,
+        help_heading = "Limits")]
+    max_tcp_connections: usize,
+
+    /// most simultaneous HTTP connections; more are closed at accept
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = parse_size,
+        help_heading = "Limits")]
+    max_http_connections: usize,
+
+    /// time allowed to send an HTTP request head; also closes idle keep-alive connections
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+        help_heading = "Limits")]
+    http_header_timeout: Duration,
+
+    /// largest HTTP request head (request line + headers) in bytes, at least 8192; larger gets 431
+    #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = parse_header_size,
+        help_heading = "Limits")]
+    http_max_header_size: usize,
+
+    /// largest HTTP request body in bytes (bodies are ignored); larger gets 400 INVALID_REQUEST
+    #[arg(long, value_name = "BYTES", default_value = "1048576", value_parser = parse_size,
+        help_heading = "Limits")]
+    http_max_body_size: usize,
+
     /// set log verbosity: debug, info, warn, error, or fatal
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_log_level,
         help_heading = "Logging")]
@@ -167,23 +210,15 @@ pub struct Options {
     pub tombstone_lifetime: Duration,
     pub log_level: LogLevel,
     pub log_prefix: String,
-    pub limits: TcpLimits,
+    pub tcp_limits: TcpLimits,
+    pub http_limits: HttpLimits,
 }
-
-impl PartialEq for TcpLimits {
-    fn eq(&self, other: &Self) -> bool {
-        self.max_command_size == other.max_command_size
-            && self.max_identify_body_size == other.max_identify_body_size
-    }
-}
-
-impl Eq for TcpLimits {}
 
 impl Default for Options {
     /// The defaults, with the OS hostname as broadcast address.
     fn default() -> Self {
         match parse_args(["nsqlookupd"]) {
-            Ok(Parsed::Run { options, .. }) => options,
+            Ok(Parsed::Run { options, .. }) => *options,
             _ => unreachable!("no arguments always parse"),
         }
     }
@@ -194,7 +229,7 @@ impl Default for Options {
 pub enum Parsed {
     /// Run the server. `warnings` are things to log once logging is up.
     Run {
-        options: Options,
+        options: Box<Options>,
         warnings: Vec<String>,
     },
     /// Print this (help) and exit 0.
@@ -323,7 +358,10 @@ where
         None => None,
     };
     let options = resolve(cli, &matches, file.as_ref())?;
-    Ok(Parsed::Run { options, warnings })
+    Ok(Parsed::Run {
+        options: Box::new(options),
+        warnings,
+    })
 }
 
 /// The config file's table, with unknown keys reported as warnings.
@@ -413,6 +451,13 @@ fn resolve(
     let tombstone_lifetime = pick!(tombstone_lifetime, parse_duration);
     let max_command_size = pick!(max_command_size, parse_size);
     let max_identify_body_size = pick!(max_identify_body_size, parse_size);
+    let max_registrations_per_connection = pick!(max_registrations_per_connection, parse_size);
+    let tcp_idle_timeout = pick!(tcp_idle_timeout, parse_duration);
+    let max_tcp_connections = pick!(max_tcp_connections, parse_size);
+    let max_http_connections = pick!(max_http_connections, parse_size);
+    let http_header_timeout = pick!(http_header_timeout, parse_duration);
+    let http_max_header_size = pick!(http_max_header_size, parse_header_size);
+    let http_max_body_size = pick!(http_max_body_size, parse_size);
     let log_level = pick!(log_level, parse_log_level);
     let log_prefix = pick!(log_prefix, string);
     let _verbose: bool = pick!(verbose, parse_bool);
@@ -425,9 +470,18 @@ fn resolve(
         tombstone_lifetime,
         log_level,
         log_prefix,
-        limits: TcpLimits {
+        tcp_limits: TcpLimits {
             max_command_size,
             max_identify_body_size,
+            max_registrations_per_connection,
+            idle_timeout: (!tcp_idle_timeout.is_zero()).then_some(tcp_idle_timeout),
+            max_connections: max_tcp_connections,
+        },
+        http_limits: HttpLimits {
+            max_connections: max_http_connections,
+            header_timeout: http_header_timeout,
+            max_header_size: http_max_header_size,
+            max_body_size: http_max_body_size,
         },
     })
 }
@@ -440,7 +494,7 @@ mod tests {
         let mut argv = vec!["nsqlookupd"];
         argv.extend_from_slice(args);
         match parse_args(argv).unwrap() {
-            Parsed::Run { options, .. } => options,
+            Parsed::Run { options, .. } => *options,
             other => panic!("{other:?}"),
         }
     }
@@ -460,7 +514,12 @@ mod tests {
         assert_eq!(o.tombstone_lifetime, Duration::from_secs(45));
         assert_eq!(o.log_level, LogLevel::Info);
         assert_eq!(o.log_prefix, "[nsqlookupd] ");
-        assert_eq!(o.limits, TcpLimits::default());
+        assert_eq!(o.tcp_limits, TcpLimits::default());
+        assert_eq!(o.http_limits, HttpLimits::default());
+        assert_eq!(
+            options(&["--tcp-idle-timeout=0"]).tcp_limits.idle_timeout,
+            None
+        );
         assert!(!o.broadcast_address.is_empty());
     }
 
@@ -521,6 +580,11 @@ mod tests {
         assert!(e.contains("--log-level") && e.contains("loud"), "{e}");
         let e = error(&["--max-command-size=0"]);
         assert!(e.contains("--max-command-size"), "{e}");
+        let e = error(&["--http-max-header-size=100"]);
+        assert!(
+            e.contains("--http-max-header-size") && e.contains("8192"),
+            "{e}"
+        );
         let e = error(&["--tcp-address"]);
         assert!(e.contains("--tcp-address"), "{e}");
         for e in [

@@ -16,6 +16,7 @@ use super::router::{self, Decision, Endpoint};
 use crate::json;
 use crate::names::is_valid_name;
 use crate::registry::Registry;
+use crate::stats::Limit;
 
 /// A failed request: status and message.
 type Failure = (StatusCode, &'static str);
@@ -79,11 +80,12 @@ async fn endpoint_response(
     // request body; it is drained here too, within a bound.
     let (parts, body) = req.into_parts();
     if !body.is_end_stream()
-        && Limited::new(body, ctx.max_body_size)
+        && Limited::new(body, ctx.limits.max_body_size)
             .collect()
             .await
             .is_err()
     {
+        ctx.stats.limit_hit(Limit::HttpBodySize);
         return failure(INVALID_REQUEST);
     }
     let Ok(params) = Params::parse(parts.uri.query().unwrap_or("")) else {

@@ -7,6 +7,11 @@
 //! - [`response`]: the exact status/headers/body shapes.
 //!
 //! Handlers read registry snapshots and never wait on a TCP writer.
+//!
+//! Limits (each a flag): simultaneous connections (the excess is closed at
+//! accept and counted), the size of a request head (hyper answers 431/414),
+//! the time to send a request head, which also bounds how long an idle
+//! keep-alive connection is kept (slowloris), and the size of a body.
 
 pub mod handlers;
 pub mod query;
@@ -23,11 +28,39 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::registry::Registry;
+use crate::stats::{GaugeGuard, Limit, LogThrottle, Stats};
+
+/// Limits of the HTTP side; each is a flag (see `config`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Most simultaneous connections; more are closed at accept.
+    pub max_connections: usize,
+    /// Time allowed to send a complete request head; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// Largest request head (request line + headers), bytes; at least 8192.
+    pub max_header_size: usize,
+    /// Request bodies (read and ignored, as the original does) beyond this
+    /// size are refused with 400 `INVALID_REQUEST`.
+    pub max_body_size: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(30),
+            max_header_size: 64 * 1024,
+            max_body_size: 1 << 20,
+        }
+    }
+}
 
 /// What every HTTP connection shares.
 #[derive(Debug)]
@@ -35,17 +68,17 @@ pub struct HttpContext {
     pub registry: Arc<Registry>,
     /// `/info`'s answer, rendered once.
     pub info_body: Bytes,
-    /// Request bodies (read and ignored, as the original does) beyond this
-    /// size are refused with 400 `INVALID_REQUEST`.
-    pub max_body_size: usize,
+    pub limits: HttpLimits,
+    pub stats: Arc<Stats>,
 }
 
 impl HttpContext {
-    pub fn new(registry: Arc<Registry>) -> Self {
+    pub fn new(registry: Arc<Registry>, limits: HttpLimits, stats: Arc<Stats>) -> Self {
         HttpContext {
             registry,
             info_body: Bytes::from(format!("{{\"version\":\"{}\"}}", crate::NSQ_VERSION)),
-            max_body_size: 1 << 20,
+            limits,
+            stats,
         }
     }
 }
@@ -60,12 +93,14 @@ pub async fn run(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
+    let refusals = LogThrottle::new(Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 error!("HTTP: accept error - {e}");
@@ -73,10 +108,23 @@ pub async fn run(
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            ctx.stats.limit_hit(Limit::HttpConnections);
+            if let Some(n) = refusals.hit() {
+                warn!(peer = %peer, "HTTP: refused {n} connection(s): --max-http-connections={} reached",
+                    ctx.limits.max_connections);
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
+            let _slot = slot;
+            let stats = Arc::clone(&ctx.stats);
+            let _open =
+                GaugeGuard::new(&stats.http_connections_open, &stats.http_connections_total);
+            let limits = ctx.limits;
             let service = service_fn(move |req| {
                 let ctx = Arc::clone(&ctx);
                 async move { Ok::<_, Infallible>(handlers::handle(ctx, req).await) }
@@ -84,6 +132,8 @@ pub async fn run(
             let mut conn = pin!(
                 http1::Builder::new()
                     .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .max_buf_size(limits.max_header_size.max(8192))
                     .serve_connection(TokioIo::new(stream), service)
             );
             tokio::select! {

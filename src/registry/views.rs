@@ -67,6 +67,13 @@ impl Registry {
         Some(body)
     }
 
+    /// The `/lookup` answer rendered from the current snapshots, bypassing
+    /// the cache (what a lookup costs right after a change; benchmarks).
+    pub fn lookup_uncached(&self, topic: &str) -> Option<Bytes> {
+        let entry = self.entry(RegistrationRef::topic(topic))?;
+        Some(self.render_lookup(topic, &entry, self.clock.now()).0)
+    }
+
     /// Renders `{"channels":[..],"producers":[..]}` from the current
     /// snapshots, with the instant until which it stays true.
     fn render_lookup(&self, topic: &str, entry: &KeyEntry, now: u64) -> (Bytes, u64) {

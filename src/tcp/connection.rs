@@ -6,6 +6,10 @@
 //! with a single `write_all` before the next read. On a fatal error the
 //! error frame is written, the connection is shut down, and the session
 //! (with its registrations) is dropped.
+//!
+//! A connection that sends nothing for `--tcp-idle-timeout` is closed the
+//! same way (without an error frame): that is how a peer whose host
+//! vanished stops being listed, where TCP keepalive has not noticed yet.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,11 +18,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::TcpContext;
 use super::codec::{CodecError, LookupCodec};
 use super::session::{Reply, Session};
+use crate::stats::Limit;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 4096;
@@ -33,6 +38,8 @@ fn put_frame(out: &mut BytesMut, data: &[u8]) {
 enum End {
     /// The peer closed (or the stream failed).
     Closed,
+    /// Nothing received for the idle timeout.
+    Idle,
     /// A fatal protocol error, already sent.
     Fatal(Bytes),
 }
@@ -44,14 +51,22 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<TcpContext>
         Arc::clone(&ctx.registry),
         peer,
         ctx.identify_response.clone(),
+        ctx.limits.max_registrations_per_connection,
+        Arc::clone(&ctx.stats),
     );
     let mut codec = LookupCodec::new(
         ctx.limits.max_command_size,
         ctx.limits.max_identify_body_size,
     );
-    let end = run(&mut stream, peer, &mut session, &mut codec).await;
-    if let End::Fatal(err) = &end {
-        error!(peer = %peer, "[{peer}] - {}", String::from_utf8_lossy(err));
+    let end = run(&mut stream, peer, &mut session, &mut codec, &ctx).await;
+    match &end {
+        End::Fatal(err) => error!(peer = %peer, "[{peer}] - {}", String::from_utf8_lossy(err)),
+        End::Idle => {
+            ctx.stats.limit_hit(Limit::TcpIdleTimeout);
+            warn!(peer = %peer, "client({peer}) sent nothing for {:?} (--tcp-idle-timeout), closing",
+                ctx.limits.idle_timeout.unwrap_or_default());
+        }
+        End::Closed => {}
     }
     let _ = stream.shutdown().await;
     drop(stream);
@@ -64,6 +79,7 @@ async fn run(
     peer: SocketAddr,
     session: &mut Session,
     codec: &mut LookupCodec,
+    ctx: &TcpContext,
 ) -> End {
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::with_capacity(READ_CHUNK);
@@ -93,9 +109,14 @@ async fn run(
                 Ok(None) => break eof.then_some(End::Closed),
                 Err(CodecError::Io(_)) => break Some(End::Closed),
                 Err(e) => {
-                    if let CodecError::BadMagic(magic) = &e {
-                        error!(peer = %peer, "client({peer}) bad protocol magic '{}'",
-                            String::from_utf8_lossy(magic));
+                    match &e {
+                        CodecError::BadMagic(magic) => error!(peer = %peer,
+                            "client({peer}) bad protocol magic '{}'", String::from_utf8_lossy(magic)),
+                        CodecError::LineTooLong { .. } => ctx.stats.limit_hit(Limit::CommandSize),
+                        CodecError::BadBodySize { .. } => {
+                            ctx.stats.limit_hit(Limit::IdentifyBodySize)
+                        }
+                        _ => {}
                     }
                     let response = e.response().unwrap_or_default();
                     put_frame(&mut output, &response);
@@ -115,7 +136,15 @@ async fn run(
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
-        match stream.read_buf(&mut input).await {
+        let read = stream.read_buf(&mut input);
+        let read = match ctx.limits.idle_timeout {
+            Some(idle) => match tokio::time::timeout(idle, read).await {
+                Ok(read) => read,
+                Err(_) => return End::Idle,
+            },
+            None => read.await,
+        };
+        match read {
             Ok(0) => eof = true,
             Ok(_) => {}
             Err(_) => return End::Closed,

@@ -13,18 +13,27 @@ pub mod listener;
 pub mod session;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::registry::Registry;
+use crate::stats::Stats;
 
-/// Input limits of the TCP protocol.
-#[derive(Clone, Copy, Debug)]
+/// Limits of the TCP side; each is a flag (see `config`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpLimits {
     /// Longest accepted command line, in bytes (without the `\n`).
     pub max_command_size: usize,
     /// Largest accepted IDENTIFY body, in bytes.
     pub max_identify_body_size: usize,
+    /// Most keys one connection may be registered in (`client` included).
+    pub max_registrations_per_connection: usize,
+    /// A connection that sends nothing for this long is closed and its
+    /// producer removed; `None` never closes. nsqd PINGs every 15 s.
+    pub idle_timeout: Option<Duration>,
+    /// Most simultaneous connections; more are refused at accept.
+    pub max_connections: usize,
 }
 
 impl Default for TcpLimits {
@@ -32,6 +41,9 @@ impl Default for TcpLimits {
         TcpLimits {
             max_command_size: 4096,
             max_identify_body_size: 64 * 1024,
+            max_registrations_per_connection: 100_000,
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_connections: 10_000,
         }
     }
 }
@@ -43,4 +55,5 @@ pub struct TcpContext {
     /// The IDENTIFY answer (this lookupd's ports, version, address, hostname).
     pub identify_response: Bytes,
     pub limits: TcpLimits,
+    pub stats: Arc<Stats>,
 }

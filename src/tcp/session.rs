@@ -17,6 +17,7 @@ use super::codec::{Command, Frame};
 use super::identify::{IdentifyBody, IdentifyError};
 use crate::names::is_valid_name;
 use crate::registry::{PeerInfo, ProducerHandle, Registry};
+use crate::stats::{Limit, Stats};
 
 /// What the connection must do after a frame.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,6 +40,9 @@ pub struct Session {
     /// The IDENTIFY answer describing this lookupd, rendered once at start.
     identify_response: Bytes,
     producer: Option<ProducerHandle>,
+    /// Most keys this connection may join (`--max-registrations-per-connection`).
+    max_registrations: usize,
+    stats: Arc<Stats>,
 }
 
 fn fatal(parts: &[&[u8]]) -> Reply {
@@ -50,12 +54,20 @@ fn fatal(parts: &[&[u8]]) -> Reply {
 }
 
 impl Session {
-    pub fn new(registry: Arc<Registry>, peer: SocketAddr, identify_response: Bytes) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        peer: SocketAddr,
+        identify_response: Bytes,
+        max_registrations: usize,
+        stats: Arc<Stats>,
+    ) -> Self {
         Session {
             registry,
             peer,
             identify_response,
             producer: None,
+            max_registrations,
+            stats,
         }
     }
 
@@ -161,6 +173,16 @@ impl Session {
             .map(|c| std::str::from_utf8(c).expect("valid names are ASCII"));
         if command == b"REGISTER" {
             producer.register(topic, channel);
+            if producer.registration_count() > self.max_registrations {
+                // Fatal: the connection closes and takes its keys with it.
+                self.stats.limit_hit(Limit::RegistrationsPerConnection);
+                let limit = self.max_registrations.to_string();
+                return fatal(&[
+                    b"E_INVALID REGISTER registration limit reached (",
+                    limit.as_bytes(),
+                    b" keys per connection)",
+                ]);
+            }
         } else {
             producer.unregister(topic, channel);
         }
@@ -179,6 +201,8 @@ mod tests {
             Arc::clone(&registry),
             "127.0.0.1:5000".parse().unwrap(),
             Bytes::from_static(b"{me}"),
+            5,
+            Arc::new(Stats::default()),
         );
         (registry, s)
     }
@@ -261,6 +285,24 @@ mod tests {
             }))),
             "fatal E_INVALID invalid command FOO"
         );
+    }
+
+    #[test]
+    fn registration_cap_is_fatal_past_the_limit() {
+        let (_, mut s) = session();
+        identify(&mut s); // 1 key: client
+        assert_eq!(text(s.apply(register("t1", Some("c")))), "send OK"); // 3
+        assert_eq!(text(s.apply(register("t2", Some("c")))), "send OK"); // 5
+        assert_eq!(
+            text(s.apply(register("t2", Some("c")))),
+            "send OK",
+            "no new key"
+        );
+        assert_eq!(
+            text(s.apply(register("t3", None))),
+            "fatal E_INVALID REGISTER registration limit reached (5 keys per connection)"
+        );
+        assert_eq!(s.stats.limit_hits(Limit::RegistrationsPerConnection), 1);
     }
 
     #[test]
