@@ -13,12 +13,14 @@
 //! - [`server`]: binds both listeners, runs them, shuts them down.
 //! - [`logging`]: log lines in the original's format.
 //! - [`stats`]: connection and limit counters (atomics, never locked).
+//! - [`metrics`]: `GET /metrics`, reading those counters at scrape time.
 //! - [`names`], [`json`]: topic/channel name rules and Go-compatible JSON output.
 
 pub mod config;
 pub mod http;
 pub mod json;
 pub mod logging;
+pub mod metrics;
 pub mod names;
 pub mod registry;
 pub mod server;

@@ -1,9 +1,12 @@
-//! Log lines on stderr in the original's format:
-//! `[nsqlookupd] 2026/11/24 20:28:25.386586 INFO: message`.
+//! Log lines on stderr, in one of two formats (`--log-format`):
 //!
-//! Built on `tracing`, so call sites attach structured fields (peer,
-//! topic, channel, command) that richer formats can use; this text format
-//! prints only the message, as the original does.
+//! - `text`, the original's: `[nsqlookupd] 2026/11/24 20:28:25.386586 INFO: message`
+//!   (only the message, as the original prints);
+//! - `json`: one object per line with `timestamp`, `level`, `message` and
+//!   the structured fields call sites attach (`peer`, `topic`, `channel`,
+//!   `command`, ...), for log pipelines.
+//!
+//! Both are `tracing` subscribers, so call sites are the same for both.
 
 use std::fmt;
 
@@ -14,7 +17,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::LogLevel;
+use crate::config::{LogFormat, LogLevel};
 
 /// Events logged with this target are FATAL: shown even at `--log-level=fatal`.
 pub const FATAL: &str = "fatal";
@@ -78,7 +81,7 @@ where
 }
 
 /// Installs the global logger. Call once, before anything logs.
-pub fn init(level: LogLevel, prefix: &str) {
+pub fn init(level: LogLevel, prefix: &str, format: LogFormat) {
     let max = match level {
         LogLevel::Debug => LevelFilter::DEBUG,
         LogLevel::Info => LevelFilter::INFO,
@@ -86,14 +89,26 @@ pub fn init(level: LogLevel, prefix: &str) {
         LogLevel::Error | LogLevel::Fatal => LevelFilter::ERROR,
     };
     let only_fatal = level == LogLevel::Fatal;
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(max)
-        .with_writer(std::io::stderr)
-        .event_format(GoFormat {
-            prefix: prefix.to_owned(),
-        })
-        .finish();
     use tracing_subscriber::layer::SubscriberExt;
     let filter = tracing_subscriber::filter::filter_fn(move |m| !only_fatal || m.target() == FATAL);
-    let _ = tracing::subscriber::set_global_default(subscriber.with(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(max)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            let subscriber = builder.event_format(GoFormat {
+                prefix: prefix.to_owned(),
+            });
+            tracing::subscriber::set_global_default(subscriber.finish().with(filter))
+        }
+        LogFormat::Json => {
+            let subscriber = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_target(false);
+            tracing::subscriber::set_global_default(subscriber.finish().with(filter))
+        }
+    };
 }

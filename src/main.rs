@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(options.log_level, &options.log_prefix);
+    logging::init(options.log_level, &options.log_prefix, options.log_format);
     for w in warnings {
         warn!("{w}");
     }

@@ -135,6 +135,7 @@ impl Server {
 
     /// Serves until `stop` completes, then shuts down gracefully.
     pub async fn run_until(self, stop: impl Future<Output = ()>) {
+        crate::metrics::mark_start();
         let tcp_ctx = Arc::new(TcpContext {
             registry: Arc::clone(&self.registry),
             identify_response: self.identify_response(),

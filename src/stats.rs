@@ -57,6 +57,89 @@ impl Limit {
     }
 }
 
+/// HTTP routes as metric labels; `other` is every unrouted request.
+pub const HTTP_ROUTES: [&str; 14] = [
+    "/ping",
+    "/info",
+    "/debug",
+    "/lookup",
+    "/topics",
+    "/channels",
+    "/nodes",
+    "/topic/create",
+    "/topic/delete",
+    "/channel/create",
+    "/channel/delete",
+    "/topic/tombstone",
+    "/metrics",
+    "other",
+];
+
+/// HTTP statuses counted separately; anything else counts as `other`.
+pub const HTTP_STATUSES: [&str; 8] = ["200", "301", "307", "400", "404", "405", "413", "other"];
+
+/// TCP commands as metric labels.
+pub const TCP_COMMANDS: [&str; 5] = ["PING", "IDENTIFY", "REGISTER", "UNREGISTER", "other"];
+
+/// TCP error codes as metric labels.
+pub const TCP_ERROR_CODES: [&str; 5] = [
+    "E_INVALID",
+    "E_BAD_BODY",
+    "E_BAD_TOPIC",
+    "E_BAD_CHANNEL",
+    "E_BAD_PROTOCOL",
+];
+
+/// Upper bounds (seconds) of the request latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// A latency histogram made of atomics: observing is three relaxed adds,
+/// never a lock (the hot path is `/lookup`).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, cumulative buckets) as Prometheus wants them.
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+        for (i, count) in self.buckets.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            buckets.push((
+                LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
+                cumulative,
+            ));
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, cumulative, buckets)
+    }
+}
+
+/// Requests and latency of one HTTP route.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub by_status: [AtomicU64; HTTP_STATUSES.len()],
+    pub latency: Histogram,
+}
+
 /// The counters.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -65,6 +148,12 @@ pub struct Stats {
     pub http_connections_open: AtomicU64,
     pub http_connections_total: AtomicU64,
     limit_hits: [AtomicU64; Limit::ALL.len()],
+    /// By [`HTTP_ROUTES`] index.
+    pub http: [RouteStats; HTTP_ROUTES.len()],
+    /// By [`TCP_COMMANDS`] index: [ok, error].
+    pub tcp_commands: [[AtomicU64; 2]; TCP_COMMANDS.len()],
+    /// By [`TCP_ERROR_CODES`] index.
+    pub tcp_errors: [AtomicU64; TCP_ERROR_CODES.len()],
 }
 
 impl Stats {
@@ -74,6 +163,42 @@ impl Stats {
 
     pub fn limit_hits(&self, limit: Limit) -> u64 {
         self.limit_hits[limit.index()].load(Ordering::Relaxed)
+    }
+
+    /// Records one HTTP request (`route`: an [`HTTP_ROUTES`] entry).
+    pub fn http_request(&self, route: &str, status: u16, latency: Duration) {
+        let r = HTTP_ROUTES
+            .iter()
+            .position(|x| *x == route)
+            .unwrap_or(HTTP_ROUTES.len() - 1);
+        const CODES: [u16; HTTP_STATUSES.len() - 1] = [200, 301, 307, 400, 404, 405, 413];
+        let s = CODES
+            .iter()
+            .position(|c| *c == status)
+            .unwrap_or(HTTP_STATUSES.len() - 1);
+        self.http[r].by_status[s].fetch_add(1, Ordering::Relaxed);
+        self.http[r].latency.observe(latency);
+    }
+
+    /// Records one TCP command and, for an error, its code (the text up to
+    /// the first space of the error frame).
+    pub fn tcp_command(&self, command: &str, error: Option<&[u8]>) {
+        let c = TCP_COMMANDS
+            .iter()
+            .position(|x| *x == command)
+            .unwrap_or(TCP_COMMANDS.len() - 1);
+        self.tcp_commands[c][usize::from(error.is_some())].fetch_add(1, Ordering::Relaxed);
+        if let Some(frame) = error {
+            self.tcp_error(frame);
+        }
+    }
+
+    /// Records a TCP error frame by its code.
+    pub fn tcp_error(&self, frame: &[u8]) {
+        let code = frame.split(|&b| b == b' ').next().unwrap_or_default();
+        if let Some(i) = TCP_ERROR_CODES.iter().position(|x| x.as_bytes() == code) {
+            self.tcp_errors[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -139,6 +264,40 @@ mod tests {
         assert_eq!(s.limit_hits(Limit::CommandSize), 2);
         assert_eq!(s.limit_hits(Limit::TcpConnections), 1);
         assert_eq!(s.limit_hits(Limit::HttpBodySize), 0);
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(10));
+        h.observe(Duration::from_micros(700));
+        h.observe(Duration::from_secs(5));
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 3);
+        assert!((sum - 5.00071).abs() < 1e-9);
+        assert_eq!(buckets[0], (0.000_05, 1));
+        assert_eq!(buckets[4], (0.001, 2));
+        assert_eq!(buckets.last().unwrap().1, 3);
+        assert!(buckets.last().unwrap().0.is_infinite());
+    }
+
+    #[test]
+    fn requests_and_commands_by_label() {
+        let s = Stats::default();
+        s.http_request("/lookup", 200, Duration::from_micros(30));
+        s.http_request("/lookup", 404, Duration::from_micros(30));
+        s.http_request("/nope", 999, Duration::from_micros(30));
+        assert_eq!(s.http[3].by_status[0].load(Ordering::Relaxed), 1);
+        assert_eq!(s.http[3].by_status[4].load(Ordering::Relaxed), 1);
+        assert_eq!(s.http[13].by_status[7].load(Ordering::Relaxed), 1);
+        s.tcp_command("REGISTER", None);
+        s.tcp_command(
+            "REGISTER",
+            Some(b"E_BAD_TOPIC REGISTER topic name '' is not valid"),
+        );
+        assert_eq!(s.tcp_commands[2][0].load(Ordering::Relaxed), 1);
+        assert_eq!(s.tcp_commands[2][1].load(Ordering::Relaxed), 1);
+        assert_eq!(s.tcp_errors[2].load(Ordering::Relaxed), 1);
     }
 
     #[test]

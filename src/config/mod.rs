@@ -51,6 +51,23 @@ impl std::str::FromStr for LogLevel {
     }
 }
 
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// The original's `PREFIX DATE TIME LEVEL: message`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("invalid log format {s:?} (text, json)")),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s)
 }
@@ -174,6 +191,11 @@ struct Cli {
         help_heading = "Logging")]
     log_level: LogLevel,
 
+    /// log line format: text (the original's) or json (one object per line)
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = parse_log_format,
+        help_heading = "Logging")]
+    log_format: LogFormat,
+
     /// log message prefix
     #[arg(
         long,
@@ -210,6 +232,7 @@ pub struct Options {
     pub tombstone_lifetime: Duration,
     pub log_level: LogLevel,
     pub log_prefix: String,
+    pub log_format: LogFormat,
     pub tcp_limits: TcpLimits,
     pub http_limits: HttpLimits,
 }
@@ -460,6 +483,7 @@ fn resolve(
     let http_max_body_size = pick!(http_max_body_size, parse_size);
     let log_level = pick!(log_level, parse_log_level);
     let log_prefix = pick!(log_prefix, string);
+    let log_format = pick!(log_format, parse_log_format);
     let _verbose: bool = pick!(verbose, parse_bool);
     Ok(Options {
         tcp_address,
@@ -470,6 +494,7 @@ fn resolve(
         tombstone_lifetime,
         log_level,
         log_prefix,
+        log_format,
         tcp_limits: TcpLimits {
             max_command_size,
             max_identify_body_size,

@@ -2,6 +2,7 @@
 //! admin POSTs call the registry's writes.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -40,12 +41,17 @@ fn decode_path(raw: &str) -> Option<String> {
 
 /// Answers one request.
 pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
     let Some(path) = decode_path(req.uri().path()) else {
         return response::bad_request();
     };
     let method = req.method().clone();
+    let mut route = "other";
     let response = match router::route(&method, &path) {
-        Decision::Handle(endpoint) => endpoint_response(&ctx, endpoint, req).await,
+        Decision::Handle(endpoint) => {
+            route = router::path_of(endpoint);
+            endpoint_response(&ctx, endpoint, req).await
+        }
         Decision::Redirect { path, permanent } => {
             let location = match req.uri().query() {
                 Some(q) if !q.is_empty() => format!("{path}?{q}"),
@@ -57,8 +63,9 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Response<B
         Decision::MethodNotAllowed { allow } => response::method_not_allowed(&allow),
         Decision::NotFound => response::error(StatusCode::NOT_FOUND, "NOT_FOUND"),
     };
-    debug!(method = %method, path = %path, status = response.status().as_u16(),
-        "{} {} {}", response.status().as_u16(), method, path);
+    let status = response.status().as_u16();
+    ctx.stats.http_request(route, status, start.elapsed());
+    debug!(method = %method, path = %path, status, "{status} {method} {path}");
     response
 }
 
@@ -74,6 +81,9 @@ async fn endpoint_response(
         Endpoint::Topics => return response::json_ok(topics(registry)),
         Endpoint::Nodes => return response::json_ok(nodes(registry)),
         Endpoint::Debug => return response::json_ok(debug(registry)),
+        Endpoint::Metrics => {
+            return response::metrics(crate::metrics::render(registry, &ctx.stats));
+        }
         _ => {}
     }
     // The others take parameters. The original reads (and ignores) the

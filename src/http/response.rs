@@ -48,6 +48,16 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     r
 }
 
+/// `/metrics`: the OpenMetrics text exposition format.
+pub fn metrics(text: String) -> Response<Body> {
+    let mut r = response(StatusCode::OK, Bytes::from(text));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
 /// `/ping`: plain text, no NSQ content type.
 pub fn text_ok(text: &'static str) -> Response<Body> {
     let mut r = response(StatusCode::OK, Bytes::from_static(text.as_bytes()));

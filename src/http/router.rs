@@ -25,6 +25,8 @@ pub enum Endpoint {
     ChannelCreate,
     ChannelDelete,
     TopicTombstone,
+    /// Prometheus metrics (not in the original).
+    Metrics,
 }
 
 /// Every route: method, path, endpoint.
@@ -41,6 +43,7 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
     (Method::POST, "/channel/create", Endpoint::ChannelCreate),
     (Method::POST, "/channel/delete", Endpoint::ChannelDelete),
     (Method::POST, "/topic/tombstone", Endpoint::TopicTombstone),
+    (Method::GET, "/metrics", Endpoint::Metrics),
 ];
 
 /// What to do with a request.
@@ -61,6 +64,15 @@ pub enum Decision {
         allow: String,
     },
     NotFound,
+}
+
+/// The path of an endpoint (its metrics label).
+pub fn path_of(endpoint: Endpoint) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|(_, _, e)| *e == endpoint)
+        .map(|(_, p, _)| *p)
+        .unwrap_or("other")
 }
 
 fn exact(method: &Method, path: &str) -> Option<Endpoint> {

@@ -35,7 +35,7 @@ mod snapshot;
 mod views;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -77,6 +77,9 @@ pub struct KeyEntry {
     producers: ArcSwap<ProducerSet>,
     /// The rendered `/lookup` answer; topic keys only.
     lookup: Option<LookupCache>,
+    /// Set when the key is removed from the map (an admin delete or the
+    /// ephemeral rule); handles may still hold it, but it no longer counts.
+    removed: AtomicBool,
 }
 
 impl KeyEntry {
@@ -86,6 +89,7 @@ impl KeyEntry {
             registration,
             producers: ArcSwap::from_pointee(ProducerSet::default()),
             lookup,
+            removed: AtomicBool::new(false),
         }
     }
 
@@ -105,6 +109,30 @@ impl KeyEntry {
     }
 }
 
+/// Running totals, kept by the writers so that reporting them costs
+/// nothing (no scan of the registry at scrape time).
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Topic keys.
+    pub topics: AtomicU64,
+    /// Channel keys.
+    pub channels: AtomicU64,
+    /// (key, producer) pairs, all categories.
+    pub registrations: AtomicU64,
+    /// `/lookup` answers rendered (cache misses).
+    pub lookup_renders: AtomicU64,
+}
+
+impl Counts {
+    fn key_gauge(&self, category: Category) -> Option<&AtomicU64> {
+        match category {
+            Category::Topic => Some(&self.topics),
+            Category::Channel => Some(&self.channels),
+            Category::Client => None,
+        }
+    }
+}
+
 /// The registration database. Share it as `Arc<Registry>`.
 #[derive(Debug)]
 pub struct Registry {
@@ -113,6 +141,7 @@ pub struct Registry {
     producers: DashMap<ProducerId, Arc<Producer>>,
     write_lock: Mutex<()>,
     next_producer_id: AtomicU64,
+    counts: Counts,
     clock: Clock,
     inactive_timeout: Nanos,
     tombstone_lifetime: Nanos,
@@ -126,6 +155,7 @@ impl Registry {
             producers: DashMap::new(),
             write_lock: Mutex::new(()),
             next_producer_id: AtomicU64::new(1),
+            counts: Counts::default(),
             clock: Clock::new(),
             inactive_timeout: duration_nanos(options.inactive_producer_timeout),
             tombstone_lifetime: duration_nanos(options.tombstone_lifetime),
@@ -134,6 +164,11 @@ impl Registry {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Running totals (for metrics).
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 
     /// Takes the writer lock. A panic while holding it cannot leave a
@@ -160,6 +195,9 @@ impl Registry {
         let entry = Arc::new(KeyEntry::new(registration.clone()));
         self.registrations
             .insert(registration.clone(), Arc::clone(&entry));
+        if let Some(gauge) = self.counts.key_gauge(r.category) {
+            gauge.fetch_add(1, Ordering::Relaxed);
+        }
         if r.category == Category::Channel {
             self.index_channel(&registration.key, &registration.subkey, true);
         }
@@ -174,6 +212,14 @@ impl Registry {
         if registration.category == Category::Channel {
             self.index_channel(&registration.key, &registration.subkey, false);
         }
+        if let Some(gauge) = self.counts.key_gauge(registration.category) {
+            gauge.fetch_sub(1, Ordering::Relaxed);
+        }
+        entry.removed.store(true, Ordering::Relaxed);
+        let members = entry.producers.load().len() as u64;
+        self.counts
+            .registrations
+            .fetch_sub(members, Ordering::Relaxed);
         entry.invalidate_lookup();
         true
     }
@@ -206,6 +252,7 @@ impl Registry {
             Some(next) => {
                 entry.producers.store(Arc::new(next));
                 entry.invalidate_lookup();
+                self.counts.registrations.fetch_add(1, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -220,6 +267,9 @@ impl Registry {
                 let left = next.len();
                 entry.producers.store(Arc::new(next));
                 entry.invalidate_lookup();
+                if !entry.removed.load(Ordering::Relaxed) {
+                    self.counts.registrations.fetch_sub(1, Ordering::Relaxed);
+                }
                 (true, left)
             }
             None => (false, current.len()),

@@ -451,6 +451,39 @@ fn cached_lookups_follow_every_change() {
 }
 
 #[test]
+fn counts_follow_keys_and_pairs() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let r = registry();
+    let c = |r: &Registry| {
+        let n = r.counts();
+        (
+            n.topics.load(Relaxed),
+            n.channels.load(Relaxed),
+            n.registrations.load(Relaxed),
+        )
+    };
+    let mut a = r.identify(peer(1));
+    assert_eq!(c(&r), (0, 0, 1), "client key pair");
+    a.register("t1", Some("c1"));
+    a.register("t1", Some("c1"));
+    a.register("t2", None);
+    assert_eq!(c(&r), (2, 1, 4));
+    r.delete_topic("t1"); // removes topic + channel keys with their pairs
+    assert_eq!(c(&r), (1, 0, 2));
+    r.create_channel("t3", "c#ephemeral");
+    assert_eq!(c(&r), (2, 1, 2));
+    drop(a); // must not count the deleted keys' pairs twice
+    assert_eq!(c(&r), (2, 1, 0));
+    r.lookup("t2");
+    r.lookup("t2");
+    assert_eq!(
+        r.counts().lookup_renders.load(Relaxed),
+        1,
+        "second lookup cached"
+    );
+}
+
+#[test]
 fn many_producers_many_topics() {
     let r = registry();
     let mut handles: Vec<_> = (0..20).map(|n| r.identify(peer(n))).collect();

@@ -63,6 +63,9 @@ impl Registry {
             Err(generation) => generation,
         };
         let (body, valid_until) = self.render_lookup(topic, &entry, now);
+        self.counts
+            .lookup_renders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         cache.store(generation, valid_until, body.clone());
         Some(body)
     }

@@ -119,6 +119,7 @@ async fn run(
                         _ => {}
                     }
                     let response = e.response().unwrap_or_default();
+                    ctx.stats.tcp_error(&response);
                     put_frame(&mut output, &response);
                     break Some(End::Fatal(response));
                 }

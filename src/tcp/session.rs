@@ -77,6 +77,23 @@ impl Session {
     }
 
     pub fn apply(&mut self, frame: Frame) -> Reply {
+        let command = match &frame {
+            Frame::Command(Command::Ping) => "PING",
+            Frame::Command(Command::Identify) | Frame::IdentifyBody(_) => "IDENTIFY",
+            Frame::Command(Command::Register { .. }) => "REGISTER",
+            Frame::Command(Command::Unregister { .. }) => "UNREGISTER",
+            Frame::Command(Command::Unknown { .. }) => "other",
+        };
+        let reply = self.reply(frame);
+        match &reply {
+            Reply::Send(_) => self.stats.tcp_command(command, None),
+            Reply::Fatal(error) => self.stats.tcp_command(command, Some(error)),
+            Reply::ReadIdentifyBody => {}
+        }
+        reply
+    }
+
+    fn reply(&mut self, frame: Frame) -> Reply {
         match frame {
             Frame::Command(Command::Ping) => self.ping(),
             Frame::Command(Command::Identify) => match self.producer {

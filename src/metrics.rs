@@ -1,0 +1,250 @@
+//! `GET /metrics`: Prometheus/OpenMetrics exposition of the counters the
+//! server keeps anyway.
+//!
+//! The hot paths only ever touch atomics (`stats::Stats`, the registry's
+//! `Counts`); this module reads them at scrape time and lets
+//! `prometheus-client` write the exposition format (names, `_total`
+//! suffixes, HELP/TYPE lines, label escaping, histogram buckets), so the
+//! format is right by construction and a lookup never waits on metrics.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::registry::Registry;
+use crate::stats::{HTTP_ROUTES, HTTP_STATUSES, Limit, Stats, TCP_COMMANDS, TCP_ERROR_CODES};
+
+/// The git commit the binary was built from.
+pub const GIT_COMMIT: &str = env!("NSQLOOKUPD_GIT_COMMIT");
+
+/// Process start, Unix seconds (taken on first use, which is at server start).
+fn start_time() -> f64 {
+    static START: OnceLock<f64> = OnceLock::new();
+    *START.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    })
+}
+
+/// Resident set size of this process, bytes (Linux).
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[derive(Debug)]
+struct Exporter {
+    registry: Arc<Registry>,
+    stats: Arc<Stats>,
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(value);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(value);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Collector for Exporter {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.stats;
+        let counts = self.registry.counts();
+
+        let mut info = e.encode_descriptor(
+            "nsqlookupd_build",
+            "Build information; the value is always 1",
+            None,
+            MetricType::Info,
+        )?;
+        info.encode_info(&[
+            ("version", crate::NSQ_VERSION),
+            ("crate_version", env!("CARGO_PKG_VERSION")),
+            ("git_commit", GIT_COMMIT),
+        ])?;
+        let start = ConstGauge::new(start_time());
+        start.encode(e.encode_descriptor(
+            "nsqlookupd_process_start_time_seconds",
+            "Start time of the process since the Unix epoch",
+            None,
+            start.metric_type(),
+        )?)?;
+        if let Some(rss) = resident_bytes() {
+            gauge(
+                &mut e,
+                "nsqlookupd_process_resident_memory_bytes",
+                "Resident set size",
+                rss,
+            )?;
+        }
+
+        gauge(
+            &mut e,
+            "nsqlookupd_producers",
+            "Identified nsqd connections",
+            as_i64(self.registry.producer_count() as u64),
+        )?;
+        gauge(
+            &mut e,
+            "nsqlookupd_topics",
+            "Topic keys",
+            as_i64(counts.topics.load(Relaxed)),
+        )?;
+        gauge(
+            &mut e,
+            "nsqlookupd_channels",
+            "Channel keys",
+            as_i64(counts.channels.load(Relaxed)),
+        )?;
+        gauge(
+            &mut e,
+            "nsqlookupd_registrations",
+            "(key, producer) registrations held, all categories",
+            as_i64(counts.registrations.load(Relaxed)),
+        )?;
+        counter(
+            &mut e,
+            "nsqlookupd_lookup_snapshot_rebuilds",
+            "/lookup answers rendered because the cached one was out of date",
+            counts.lookup_renders.load(Relaxed),
+        )?;
+
+        gauge(
+            &mut e,
+            "nsqlookupd_tcp_connections",
+            "Open TCP connections",
+            as_i64(s.tcp_connections_open.load(Relaxed)),
+        )?;
+        counter(
+            &mut e,
+            "nsqlookupd_tcp_connections_accepted",
+            "TCP connections accepted",
+            s.tcp_connections_total.load(Relaxed),
+        )?;
+        gauge(
+            &mut e,
+            "nsqlookupd_http_connections",
+            "Open HTTP connections",
+            as_i64(s.http_connections_open.load(Relaxed)),
+        )?;
+        counter(
+            &mut e,
+            "nsqlookupd_http_connections_accepted",
+            "HTTP connections accepted",
+            s.http_connections_total.load(Relaxed),
+        )?;
+        let mut refused = e.encode_descriptor(
+            "nsqlookupd_connections_refused",
+            "Connections closed at accept, by listener and reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (listener, limit) in [
+            ("tcp", Limit::TcpConnections),
+            ("http", Limit::HttpConnections),
+        ] {
+            let labels = [("listener", listener), ("reason", "max_connections")];
+            ConstCounter::new(s.limit_hits(limit)).encode(refused.encode_family(&labels)?)?;
+        }
+
+        let mut limits = e.encode_descriptor(
+            "nsqlookupd_limit_hits",
+            "Times a client ran into a configured limit, by limit",
+            None,
+            MetricType::Counter,
+        )?;
+        for limit in Limit::ALL {
+            ConstCounter::new(s.limit_hits(limit))
+                .encode(limits.encode_family(&[("limit", limit.name())])?)?;
+        }
+
+        let mut commands = e.encode_descriptor(
+            "nsqlookupd_tcp_commands",
+            "TCP commands handled, by command and result",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, command) in TCP_COMMANDS.iter().enumerate() {
+            for (j, result) in ["ok", "error"].iter().enumerate() {
+                let labels = [("command", *command), ("result", *result)];
+                ConstCounter::new(s.tcp_commands[i][j].load(Relaxed))
+                    .encode(commands.encode_family(&labels)?)?;
+            }
+        }
+        let mut errors = e.encode_descriptor(
+            "nsqlookupd_tcp_errors",
+            "Fatal TCP protocol errors sent, by code",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, code) in TCP_ERROR_CODES.iter().enumerate() {
+            ConstCounter::new(s.tcp_errors[i].load(Relaxed))
+                .encode(errors.encode_family(&[("code", *code)])?)?;
+        }
+
+        let mut requests = e.encode_descriptor(
+            "nsqlookupd_http_requests",
+            "HTTP requests answered, by route and status",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, route) in HTTP_ROUTES.iter().enumerate() {
+            for (j, status) in HTTP_STATUSES.iter().enumerate() {
+                let n = s.http[i].by_status[j].load(Relaxed);
+                if n > 0 {
+                    let labels = [("route", *route), ("status", *status)];
+                    ConstCounter::new(n).encode(requests.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut latency = e.encode_descriptor(
+            "nsqlookupd_http_request_duration_seconds",
+            "Time to produce an HTTP answer, by route",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (i, route) in HTTP_ROUTES.iter().enumerate() {
+            let (sum, count, buckets) = s.http[i].latency.snapshot();
+            latency
+                .encode_family(&[("route", *route)])?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    sum, count, &buckets, None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders the exposition text.
+pub fn render(registry: &Arc<Registry>, stats: &Arc<Stats>) -> String {
+    let mut metrics = prometheus_client::registry::Registry::default();
+    metrics.register_collector(Box::new(Exporter {
+        registry: Arc::clone(registry),
+        stats: Arc::clone(stats),
+    }));
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &metrics);
+    out
+}
+
+/// Takes the process start time (call once at start).
+pub fn mark_start() {
+    start_time();
+}
