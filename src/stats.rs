@@ -117,19 +117,24 @@ impl Histogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    /// (sum in seconds, count, cumulative buckets) as Prometheus wants them.
+    /// (sum in seconds, count, per-bucket counts with their upper bounds),
+    /// the form prometheus-client's encoder accumulates into `le` buckets.
+    /// The last bound is `f64::MAX`, which it writes as `+Inf`.
     pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
-        for (i, count) in self.buckets.iter().enumerate() {
-            cumulative += count.load(Ordering::Relaxed);
-            buckets.push((
-                LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
-                cumulative,
-            ));
-        }
+        let buckets: Vec<(f64, u64)> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::MAX),
+                    n.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        (sum, cumulative, buckets)
+        (sum, count, buckets)
     }
 }
 
@@ -267,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
+    fn histogram_counts_each_observation_in_one_bucket() {
         let h = Histogram::default();
         h.observe(Duration::from_micros(10));
         h.observe(Duration::from_micros(700));
@@ -276,9 +281,14 @@ mod tests {
         assert_eq!(count, 3);
         assert!((sum - 5.00071).abs() < 1e-9);
         assert_eq!(buckets[0], (0.000_05, 1));
-        assert_eq!(buckets[4], (0.001, 2));
-        assert_eq!(buckets.last().unwrap().1, 3);
-        assert!(buckets.last().unwrap().0.is_infinite());
+        assert_eq!(
+            buckets[4],
+            (0.001, 1),
+            "700us is in the (500us, 1ms] bucket"
+        );
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), 3);
+        assert_eq!(buckets.last().unwrap().1, 1, "5s is beyond the last bound");
+        assert_eq!(buckets.last().unwrap().0, f64::MAX, "written as +Inf");
     }
 
     #[test]

@@ -106,6 +106,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
     name = "nsqlookupd",
     about = "NSQ's discovery daemon: nsqd nodes register over TCP, consumers look them up over HTTP.",
     disable_version_flag = true,
+    args_override_self = true,
     max_term_width = 100
 )]
 struct Cli {
@@ -217,8 +218,8 @@ struct Cli {
     config: Option<PathBuf>,
 
     /// print version string and exit
-    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
-        default_missing_value = "true", value_parser = parse_bool)]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_value = "false",
+        default_missing_value = "true", value_parser = parse_bool, hide_default_value = true)]
     version: bool,
 }
 
@@ -334,7 +335,15 @@ fn one_line(err: &clap::Error) -> String {
     let arg = context_str(err, ContextKind::InvalidArg).unwrap_or_default();
     let flag = arg.split_whitespace().next().unwrap_or("").to_owned();
     match err.kind() {
+        ErrorKind::UnknownArgument if !flag.starts_with('-') => {
+            format!("unexpected argument {flag:?}: nsqlookupd takes only flags")
+        }
         ErrorKind::UnknownArgument => format!("flag provided but not defined: {flag}"),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+            if context_str(err, ContextKind::InvalidValue).is_none_or(|v| v.is_empty()) =>
+        {
+            format!("flag needs an argument: {flag}")
+        }
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
             let value = context_str(err, ContextKind::InvalidValue).unwrap_or_default();
             let why = std::error::Error::source(err)
@@ -560,6 +569,11 @@ mod tests {
             assert_eq!(o.tombstone_lifetime, Duration::from_secs(1));
         }
         assert_eq!(options(&["--log-prefix", "-x-"]).log_prefix, "-x-");
+        assert_eq!(
+            options(&["--log-level=info", "-log-level=debug"]).log_level,
+            LogLevel::Debug,
+            "a repeated flag: the last value wins, as with Go's flag package"
+        );
         assert_eq!(options(&["-log-level=DEBUG"]).log_level, LogLevel::Debug);
         options(&["-verbose"]);
         options(&["--verbose=false"]);
@@ -611,7 +625,12 @@ mod tests {
             "{e}"
         );
         let e = error(&["--tcp-address"]);
-        assert!(e.contains("--tcp-address"), "{e}");
+        assert_eq!(e, "flag needs an argument: --tcp-address");
+        let e = error(&["stray"]);
+        assert_eq!(
+            e,
+            "unexpected argument \"stray\": nsqlookupd takes only flags"
+        );
         for e in [
             error(&["--bogus"]),
             error(&["--inactive-producer-timeout=5"]),
@@ -638,6 +657,30 @@ mod tests {
         let r = parse_args(argv);
         std::fs::remove_dir_all(&dir).unwrap();
         r
+    }
+
+    /// The example config in `contrib/` covers every option, at its default.
+    #[test]
+    fn example_config_is_complete_and_equals_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/nsqlookupd.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        for arg in Cli::command().get_arguments() {
+            let key = arg.get_id().as_str();
+            if matches!(key, "config" | "version") {
+                continue;
+            }
+            assert!(
+                text.contains(&format!("\n{key} = ")) || text.contains(&format!("\n# {key} = ")),
+                "contrib/nsqlookupd.toml lacks {key}"
+            );
+        }
+        match parse_args(["nsqlookupd".to_owned(), format!("--config={path}")]).unwrap() {
+            Parsed::Run { options, warnings } => {
+                assert!(warnings.is_empty(), "{warnings:?}");
+                assert_eq!(*options, Options::default());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -53,40 +53,25 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsqlookupd"));
-        cmd.arg("--tcp-address=127.0.0.1:0")
-            .arg("--http-address=127.0.0.1:0")
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let argv = format!("{cmd:?}");
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {argv}: {e}"));
-        let pid = child.id();
+        let mut args: Vec<OsString> = vec![
+            "--tcp-address=127.0.0.1:0".into(),
+            "--http-address=127.0.0.1:0".into(),
+        ];
+        args.extend(extra.into_iter().map(|a| a.as_ref().to_owned()));
+        Server::start_args(args)
+    }
 
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (line_tx, line_rx) = mpsc::channel::<String>();
-        let (done_tx, readers_done) = mpsc::channel::<()>();
-        // The server logs on stderr; stdout is collected too so that nothing
-        // it prints is lost (and the pipe never fills up).
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        spawn_reader(stderr, logs.clone(), line_tx.clone(), done_tx.clone());
-        spawn_reader(stdout, logs.clone(), line_tx, done_tx);
-
-        let mut server = Server {
-            child,
-            pid,
-            tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
-            http: SocketAddr::from(([0, 0, 0, 0], 0)),
-            logs,
-            readers_done,
-            readers: 2,
-            status: None,
-        };
-
+    /// Starts the server with exactly `args` (no implicit listen addresses:
+    /// the caller sets them, with a command-line flag or in a config file,
+    /// to 127.0.0.1 addresses) and waits (at most [`STARTUP_DEADLINE`]) until
+    /// it has logged both listening addresses. Panics with the log tail
+    /// otherwise.
+    pub fn start_args<I, S>(args: I) -> Server
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let (mut server, line_rx, argv) = Server::spawn(args);
         let deadline = Instant::now() + STARTUP_DEADLINE;
         let (mut tcp, mut http) = (None, None);
         while tcp.is_none() || http.is_none() {
@@ -112,6 +97,108 @@ impl Server {
         server.tcp = tcp.unwrap();
         server.http = http.unwrap();
         server
+    }
+
+    /// Starts the server on two 127.0.0.1 ports picked here (free a moment
+    /// before, see [`free_local_addr`]) plus `extra` arguments, and waits (at
+    /// most [`STARTUP_DEADLINE`]) until `GET /ping` answers 200 while the
+    /// process still runs. Needs no log line, so it works at any
+    /// `--log-level`. Retries with other ports if one was taken meanwhile.
+    /// `extra` must not set the listen addresses.
+    pub fn start_on_free_ports<I, S>(extra: I) -> Server
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let extra: Vec<OsString> = extra.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (tcp, http) = (free_local_addr(), free_local_addr());
+            if tcp == http {
+                continue;
+            }
+            let mut args: Vec<OsString> = vec![
+                format!("--tcp-address={tcp}").into(),
+                format!("--http-address={http}").into(),
+            ];
+            args.extend(extra.iter().cloned());
+            let (mut server, _lines, argv) = Server::spawn(args);
+            server.tcp = tcp;
+            server.http = http;
+            let deadline = Instant::now() + STARTUP_DEADLINE;
+            loop {
+                if let Some(status) = server.try_exit_status() {
+                    server.drain_readers();
+                    let log = server.log_tail(30);
+                    // Another process took one of the ports between the pick
+                    // and the bind: try again with fresh ones.
+                    if attempt < 5 && log.contains("failed") && log.contains("in use") {
+                        break;
+                    }
+                    panic!(
+                        "server {argv} exited ({status}) before answering /ping\n--- server log (tail) ---\n{log}"
+                    );
+                }
+                let ping = http_request(http, "GET", "/ping", &[], None);
+                // Only our own process counts: a port taken by someone else
+                // makes it exit, which the next check notices.
+                if ping.is_ok_and(|r| r.status == 200) && server.try_exit_status().is_none() {
+                    return server;
+                }
+                if Instant::now() >= deadline {
+                    let status = server.stop();
+                    panic!(
+                        "server {argv} did not answer GET /ping within {STARTUP_DEADLINE:?} ({status})\n\
+                         --- server log (tail) ---\n{}",
+                        server.log_tail(30)
+                    );
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Spawns the binary with `args`, collecting its output; returns the
+    /// server (addresses still unknown), the channel of its output lines and
+    /// the command line for messages.
+    fn spawn<I, S>(args: I) -> (Server, mpsc::Receiver<String>, String)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsqlookupd"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let argv = format!("{cmd:?}");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {argv}: {e}"));
+        let pid = child.id();
+
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (line_tx, line_rx) = mpsc::channel::<String>();
+        let (done_tx, readers_done) = mpsc::channel::<()>();
+        // The server logs on stderr; stdout is collected too so that nothing
+        // it prints is lost (and the pipe never fills up).
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        spawn_reader(stderr, logs.clone(), line_tx.clone(), done_tx.clone());
+        spawn_reader(stdout, logs.clone(), line_tx, done_tx);
+
+        let server = Server {
+            child,
+            pid,
+            tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
+            http: SocketAddr::from(([0, 0, 0, 0], 0)),
+            logs,
+            readers_done,
+            readers: 2,
+            status: None,
+        };
+        (server, line_rx, argv)
     }
 
     /// The address the TCP (lookup protocol) listener is bound to.
@@ -255,11 +342,81 @@ fn parse_listen_line(line: &str, marker: &str) -> Option<SocketAddr> {
     if idx > 0 && line.as_bytes()[idx - 1].is_ascii_alphanumeric() {
         return None;
     }
+    // The address ends at white space, or at the closing quote of a JSON
+    // log line (`--log-format=json`).
     line[idx + marker.len()..]
-        .split_whitespace()
+        .split(|c: char| c.is_whitespace() || c == '"')
         .next()?
         .parse()
         .ok()
+}
+
+/// A 127.0.0.1 address whose port was free a moment ago: bound to port 0,
+/// read back, released. Another process may take it before it is used.
+pub fn free_local_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// What a run of the binary that ended by itself left behind.
+#[derive(Debug)]
+pub struct Exit {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the binary with `args` and waits until it exits by itself; if it is
+/// still running after `deadline`, kills it and panics with its output.
+pub fn run_to_exit<I, S>(args: I, deadline: Duration) -> Exit
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsqlookupd"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let argv = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {argv}: {e}"));
+    let collect = |stream: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut stream = stream;
+            let mut buf = Vec::new();
+            let _ = stream.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = collect(Box::new(child.stdout.take().expect("stdout is piped")));
+    let stderr = collect(Box::new(child.stderr.take().expect("stderr is piped")));
+    let end = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    match status {
+        Some(status) => Exit {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "{argv} still running after {deadline:?}; killed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        ),
+    }
 }
 
 // ------------------------------------------------------------------ TCP
@@ -518,23 +675,31 @@ pub fn http_request(
     stream.write_all(&bytes)?;
 
     let mut reader = BufReader::new(stream);
+    read_http_response(&mut reader, method == "HEAD")
+}
+
+/// Reads one HTTP/1.1 response from `reader` (skipping interim `100
+/// Continue` responses). The body is read using `Content-Length`, chunked
+/// transfer coding, or until EOF; `head` (a response to HEAD), 1xx, 204 and
+/// 304 responses have no body. Usable on a keep-alive connection as long as
+/// the server frames its responses.
+pub fn read_http_response(reader: &mut impl BufRead, head: bool) -> io::Result<HttpResponse> {
     let (status, reason, headers) = loop {
-        let (status, reason) = read_status_line(&mut reader)?;
-        let headers = read_headers(&mut reader)?;
+        let (status, reason) = read_status_line(reader)?;
+        let headers = read_headers(reader)?;
         // Like Python's http.client: skip interim "100 Continue" responses.
         if status != 100 {
             break (status, reason, headers);
         }
     };
-    let no_body =
-        method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304;
+    let no_body = head || (100..200).contains(&status) || status == 204 || status == 304;
     let body = if no_body {
         Vec::new()
     } else if headers
         .get("Transfer-Encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
     {
-        read_chunked(&mut reader)?
+        read_chunked(reader)?
     } else if let Some(len) = headers.get("Content-Length") {
         let len: usize = len
             .trim()
@@ -638,4 +803,17 @@ fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
             )));
         }
     }
+}
+
+// ------------------------------------------------------------------ process
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...) in bytes;
+/// `None` if the process is gone or the field is missing.
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+        Some(kib * 1024)
+    })
 }
