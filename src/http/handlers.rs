@@ -1,6 +1,7 @@
 //! One function per endpoint. Reads go to registry snapshots only; the
 //! admin POSTs call the registry's writes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,19 +31,21 @@ const INVALID_ARG_CHANNEL: Failure = (StatusCode::BAD_REQUEST, "INVALID_ARG_CHAN
 const MISSING_ARG_NODE: Failure = (StatusCode::BAD_REQUEST, "MISSING_ARG_NODE");
 
 /// Percent-decodes a request path (Go's `URL.Path`); `None` if malformed.
-fn decode_path(raw: &str) -> Option<String> {
-    if !raw.contains('%') {
-        return Some(raw.to_owned());
+/// Borrows in the common case (no escapes).
+fn decode_path(raw: &str) -> Option<Cow<'_, str>> {
+    match super::query::unescape_path(raw).ok()? {
+        Cow::Borrowed(_) => Some(Cow::Borrowed(raw)),
+        Cow::Owned(bytes) => Some(Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())),
     }
-    let bytes = raw.replace('+', "%2B");
-    let decoded = super::query::unescape(&bytes).ok()?;
-    Some(String::from_utf8_lossy(&decoded).into_owned())
 }
 
 /// Answers one request.
 pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
-    let Some(path) = decode_path(req.uri().path()) else {
+    // A cheap clone (reference-counted), so the path can be borrowed while
+    // the request moves into its handler.
+    let uri = req.uri().clone();
+    let Some(path) = decode_path(uri.path()) else {
         return response::bad_request();
     };
     let method = req.method().clone();
@@ -53,7 +56,7 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Response<B
             endpoint_response(&ctx, endpoint, req).await
         }
         Decision::Redirect { path, permanent } => {
-            let location = match req.uri().query() {
+            let location = match uri.query() {
                 Some(q) if !q.is_empty() => format!("{path}?{q}"),
                 _ => path.to_owned(),
             };

@@ -66,10 +66,22 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Go's `QueryUnescape`.
+/// Go's `QueryUnescape`: `%XX` escapes, and `+` is a space.
 pub fn unescape(s: &str) -> Result<Cow<'_, [u8]>, InvalidQuery> {
+    unescape_with(s, true)
+}
+
+/// Go's `PathUnescape`: `%XX` escapes; `+` is itself.
+pub fn unescape_path(s: &str) -> Result<Cow<'_, [u8]>, InvalidQuery> {
+    unescape_with(s, false)
+}
+
+fn unescape_with(s: &str, plus_is_space: bool) -> Result<Cow<'_, [u8]>, InvalidQuery> {
     let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
+    if !bytes
+        .iter()
+        .any(|&b| b == b'%' || (plus_is_space && b == b'+'))
+    {
         return Ok(Cow::Borrowed(bytes));
     }
     let mut out = Vec::with_capacity(bytes.len());
@@ -85,7 +97,7 @@ pub fn unescape(s: &str) -> Result<Cow<'_, [u8]>, InvalidQuery> {
                 }
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -117,6 +129,12 @@ mod tests {
         assert_eq!(get("other=1", "topic"), None);
         assert_eq!(get("", "topic"), None);
         assert_eq!(get("&&topic=x&", "topic").unwrap(), b"x");
+    }
+
+    #[test]
+    fn paths_keep_plus() {
+        assert_eq!(&unescape_path("/a+b%2Fc").unwrap()[..], b"/a+b/c");
+        assert!(unescape_path("/%zz").is_err());
     }
 
     #[test]

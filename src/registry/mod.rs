@@ -34,7 +34,6 @@ mod producer;
 mod snapshot;
 mod views;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -293,8 +292,8 @@ impl Registry {
                 producer.peer.remote_address
             );
         }
-        let mut keys = EntrySet::default();
-        keys.insert(client);
+        let mut keys = KeyList::default();
+        keys.joined(client, id);
         ProducerHandle {
             registry: Arc::clone(self),
             producer,
@@ -358,31 +357,44 @@ impl Registry {
     }
 }
 
-/// The keys a producer joined, by entry address: a handle remembers the
-/// very entries it joined, even one that an admin deleted and that was
-/// since re-created under the same name.
+/// The keys a producer joined.
+///
+/// A plain vector of entry pointers, 8 bytes a key, because a fleet node
+/// may be in 50,000 keys and there is one list per node. Joining appends;
+/// leaving only counts (no search). When the vector grows past twice the
+/// number of keys the producer is really in, it is compacted: entries the
+/// producer has left, entries an admin deleted, and duplicates (left, then
+/// joined again) are dropped. Cleaning up a closed connection removes the
+/// producer from every listed entry; a stale one is a no-op there.
 #[derive(Debug, Default)]
-struct EntrySet(HashMap<usize, Arc<KeyEntry>>);
+struct KeyList {
+    entries: Vec<Arc<KeyEntry>>,
+    /// Keys the producer is in (exact after a compaction; between two, it
+    /// may still count keys an admin deleted).
+    live: usize,
+}
 
-impl EntrySet {
-    fn insert(&mut self, entry: Arc<KeyEntry>) {
-        self.0.insert(Arc::as_ptr(&entry) as usize, entry);
+impl KeyList {
+    fn joined(&mut self, entry: Arc<KeyEntry>, producer: ProducerId) {
+        self.entries.push(entry);
+        self.live += 1;
+        if self.entries.len() > 2 * self.live + 32 {
+            self.compact(producer);
+        }
     }
 
-    fn remove(&mut self, entry: &Arc<KeyEntry>) {
-        self.0.remove(&(Arc::as_ptr(entry) as usize));
+    fn left(&mut self) {
+        self.live = self.live.saturating_sub(1);
     }
 
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
-        self.0.values()
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = Arc<KeyEntry>> + '_ {
-        self.0.drain().map(|(_, e)| e)
+    fn compact(&mut self, producer: ProducerId) {
+        self.entries.retain(|e| {
+            !e.removed.load(Ordering::Relaxed) && e.producers.load().get(producer).is_some()
+        });
+        self.entries
+            .sort_unstable_by_key(|e| Arc::as_ptr(e) as usize);
+        self.entries.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        self.live = self.entries.len();
     }
 }
 
@@ -403,7 +415,7 @@ pub struct ProducerHandle {
     registry: Arc<Registry>,
     producer: Arc<Producer>,
     /// Every key this producer joined (and may still be in).
-    keys: EntrySet,
+    keys: KeyList,
 }
 
 impl ProducerHandle {
@@ -411,9 +423,11 @@ impl ProducerHandle {
         &self.producer
     }
 
-    /// Number of keys this producer is registered in (the `client` key included).
+    /// Number of keys this producer is registered in (the `client` key
+    /// included; keys an admin deleted may count until the list is next
+    /// compacted).
     pub fn registration_count(&self) -> usize {
-        self.keys.len()
+        self.keys.live
     }
 
     fn addr(&self) -> &str {
@@ -429,7 +443,7 @@ impl ProducerHandle {
         if silent > registry.inactive_timeout {
             // It was hidden as inactive; the cached lookups that left it out
             // are wrong from now on.
-            for key in self.keys.iter() {
+            for key in &self.keys.entries {
                 key.invalidate_lookup();
             }
         }
@@ -448,16 +462,16 @@ impl ProducerHandle {
             if outcome.channel_added {
                 debug!(peer = %self.addr(), topic, channel,
                     "DB: client({}) REGISTER category:channel key:{topic} subkey:{channel}", self.addr());
+                self.keys.joined(entry, id);
             }
-            self.keys.insert(entry);
         }
         let entry = registry.ensure_key(RegistrationRef::topic(topic));
         outcome.topic_added = registry.add_member(&entry, id);
         if outcome.topic_added {
             debug!(peer = %self.addr(), topic,
                 "DB: client({}) REGISTER category:topic key:{topic} subkey:", self.addr());
+            self.keys.joined(entry, id);
         }
-        self.keys.insert(entry);
         outcome
     }
 
@@ -468,7 +482,7 @@ impl ProducerHandle {
         };
         let (removed, left) = self.registry.remove_member(&entry, self.producer.id);
         if removed {
-            self.keys.remove(&entry);
+            self.keys.left();
         }
         (removed, left)
     }
@@ -515,8 +529,8 @@ impl Drop for ProducerHandle {
     fn drop(&mut self) {
         let registry = &self.registry;
         let id = self.producer.id;
-        let count = self.keys.len();
-        for entry in self.keys.drain() {
+        let count = self.keys.live;
+        for entry in self.keys.entries.drain(..) {
             let _w = registry.lock();
             if registry.remove_member(&entry, id).0 {
                 let r = entry.registration.view();

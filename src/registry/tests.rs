@@ -484,6 +484,34 @@ fn counts_follow_keys_and_pairs() {
 }
 
 #[test]
+fn a_producers_key_list_stays_bounded_through_churn() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    a.register("keep", Some("c"));
+    for _ in 0..10_000 {
+        a.register("t1", Some("c1"));
+        a.unregister("t1", None);
+    }
+    assert_eq!(a.registration_count(), 3, "client + keep + keep/c");
+    assert!(
+        a.keys.entries.len() <= 2 * 3 + 32 + 2,
+        "{} entries",
+        a.keys.entries.len()
+    );
+    r.delete_topic("keep");
+    a.register("t2", None);
+    drop(a);
+    assert_eq!(r.producer_count(), 0);
+    assert_eq!(
+        r.counts()
+            .registrations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(r.debug().is_empty());
+}
+
+#[test]
 fn many_producers_many_topics() {
     let r = registry();
     let mut handles: Vec<_> = (0..20).map(|n| r.identify(peer(n))).collect();

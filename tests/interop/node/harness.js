@@ -1,0 +1,258 @@
+'use strict'
+// Shared pieces of the nsqjs interop test (same roles as ../python/harness.py):
+// the server on 127.0.0.1:0 ports, a fake nsqd listener, an nsqd-style TCP
+// registration, and a recording relay in front of the HTTP port.
+
+const {spawn} = require('node:child_process')
+const fs = require('node:fs')
+const net = require('node:net')
+const path = require('node:path')
+const readline = require('node:readline')
+
+const ROOT = path.resolve(__dirname, '..', '..', '..')
+const HOST = '127.0.0.1'
+
+function serverBinary() {
+  if (process.env.NSQLOOKUPD_BIN) return process.env.NSQLOOKUPD_BIN
+  const target = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target')
+  return path.join(target, 'debug', 'nsqlookupd')
+}
+
+function split(addr) {
+  const i = addr.lastIndexOf(':')
+  return {host: addr.slice(0, i), port: Number(addr.slice(i + 1))}
+}
+
+function withDeadline(promise, ms, what) {
+  let timer
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** Spawns the server and resolves once both listening lines are logged. */
+async function startLookupd(...extraArgs) {
+  const proc = spawn(
+    serverBinary(),
+    [`--tcp-address=${HOST}:0`, `--http-address=${HOST}:0`, ...extraArgs],
+    {stdio: ['ignore', 'ignore', 'pipe']}
+  )
+  const log = []
+  const found = {}
+  const ready = new Promise((resolve, reject) => {
+    proc.on('error', reject)
+    proc.on('exit', (code) =>
+      reject(new Error(`nsqlookupd exited (${code}) before listening:\n${log.join('\n')}`))
+    )
+    // Reads stderr for the whole life of the process (never a full pipe).
+    readline.createInterface({input: proc.stderr}).on('line', (line) => {
+      log.push(line)
+      const m = /INFO: (TCP|HTTP): listening on (\S+)/.exec(line)
+      if (m) {
+        found[m[1]] = split(m[2])
+        if (found.TCP && found.HTTP) resolve()
+      }
+    })
+  })
+  try {
+    await withDeadline(ready, 10000, 'nsqlookupd start')
+  } catch (err) {
+    proc.kill()
+    throw err
+  }
+  return {
+    proc,
+    log,
+    tcp: found.TCP,
+    http: found.HTTP,
+    httpAddress: `${found.HTTP.host}:${found.HTTP.port}`,
+    stop() {
+      return new Promise((resolve) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve()
+        proc.once('exit', () => resolve())
+        proc.kill('SIGTERM')
+      })
+    },
+  }
+}
+
+/** A listener standing in for an nsqd: keeps the first 4 bytes of every
+ * connection and closes it. */
+async function startFakeNsqd() {
+  const magics = []
+  const waiters = []
+  const sockets = new Set()
+  const server = net.createServer((sock) => {
+    sockets.add(sock)
+    sock.on('close', () => sockets.delete(sock))
+    sock.on('error', () => {})
+    let data = Buffer.alloc(0)
+    const done = () => {
+      magics.push(data.subarray(0, 4))
+      waiters.splice(0).forEach((w) => w())
+      sock.destroy()
+    }
+    sock.on('data', (chunk) => {
+      data = Buffer.concat([data, chunk])
+      if (data.length >= 4) done()
+    })
+    sock.on('end', () => {
+      if (data.length < 4) done()
+    })
+  })
+  await new Promise((resolve) => server.listen(0, HOST, resolve))
+  return {
+    port: server.address().port,
+    magics,
+    async waitForConnection(ms) {
+      if (!magics.length) {
+        await withDeadline(
+          new Promise((resolve) => waiters.push(resolve)),
+          ms,
+          'client connection to the fake nsqd'
+        )
+      }
+      return magics[0]
+    },
+    close() {
+      sockets.forEach((s) => s.destroy())
+      return new Promise((resolve) => server.close(() => resolve()))
+    },
+  }
+}
+
+/** One nsqd's TCP connection to the server: "  V1", IDENTIFY, commands. */
+async function register(lookupd, tcpPort, httpPort = 4151) {
+  const sock = net.connect(lookupd.tcp.port, lookupd.tcp.host)
+  await new Promise((resolve, reject) => {
+    sock.once('connect', resolve)
+    sock.once('error', reject)
+  })
+  let buf = Buffer.alloc(0)
+  let pending = []
+  sock.on('data', (chunk) => {
+    buf = Buffer.concat([buf, chunk])
+    while (buf.length >= 4 && buf.length >= 4 + buf.readInt32BE(0)) {
+      const size = buf.readInt32BE(0)
+      const frame = buf.subarray(4, 4 + size)
+      buf = buf.subarray(4 + size)
+      const next = pending.shift()
+      if (next) next.resolve(frame)
+    }
+  })
+  sock.on('error', (err) => pending.splice(0).forEach((p) => p.reject(err)))
+  sock.on('close', () =>
+    pending.splice(0).forEach((p) => p.reject(new Error('nsqlookupd closed the connection')))
+  )
+  const send = (bytes) =>
+    withDeadline(
+      new Promise((resolve, reject) => {
+        pending.push({resolve, reject})
+        sock.write(bytes)
+      }),
+      5000,
+      'nsqlookupd response'
+    )
+
+  sock.write('  V1')
+  const body = Buffer.from(
+    JSON.stringify({
+      broadcast_address: HOST,
+      tcp_port: tcpPort,
+      http_port: httpPort,
+      version: '1.3.0',
+      hostname: 'fake-nsqd',
+    })
+  )
+  const size = Buffer.alloc(4)
+  size.writeInt32BE(body.length)
+  const identify = JSON.parse(
+    (await send(Buffer.concat([Buffer.from('IDENTIFY\n'), size, body]))).toString()
+  )
+  const command = async (line) => (await send(line + '\n')).toString()
+  return {
+    identify,
+    command,
+    async register(topic, channel) {
+      const ok = await command(`REGISTER ${topic}${channel ? ' ' + channel : ''}`)
+      if (ok !== 'OK') throw new Error(`REGISTER answered ${ok}`)
+    },
+    async unregister(topic, channel) {
+      const ok = await command(`UNREGISTER ${topic}${channel ? ' ' + channel : ''}`)
+      if (ok !== 'OK') throw new Error(`UNREGISTER answered ${ok}`)
+    },
+    close() {
+      sock.destroy()
+    },
+  }
+}
+
+/** A byte-for-byte relay to the server's HTTP port that keeps what clients
+ * send, to read their request heads. */
+async function startRecordingProxy(upstream) {
+  const streams = []
+  const sockets = new Set()
+  const server = net.createServer((client) => {
+    const record = []
+    streams.push(record)
+    const up = net.connect(upstream.port, upstream.host)
+    for (const s of [client, up]) {
+      sockets.add(s)
+      s.on('close', () => sockets.delete(s))
+      s.on('error', () => {
+        client.destroy()
+        up.destroy()
+      })
+    }
+    client.on('data', (chunk) => record.push(chunk))
+    client.pipe(up)
+    up.pipe(client)
+  })
+  await new Promise((resolve) => server.listen(0, HOST, resolve))
+  const port = server.address().port
+  return {
+    address: `${HOST}:${port}`,
+    /** [{line, headers: [[name, value], ...]}] for every request head seen. */
+    requests() {
+      const out = []
+      for (const record of streams) {
+        const text = Buffer.concat(record).toString('latin1')
+        for (const head of text.split('\r\n\r\n')) {
+          if (!head) continue
+          const [line, ...rest] = head.split('\r\n')
+          const headers = rest.map((h) => {
+            const i = h.indexOf(':')
+            return [h.slice(0, i), h.slice(i + 1).trim()]
+          })
+          out.push({line, headers})
+        }
+      }
+      return out
+    },
+    close() {
+      sockets.forEach((s) => s.destroy())
+      return new Promise((resolve) => server.close(() => resolve()))
+    },
+  }
+}
+
+/** Keeps the request head a client sent, for run.sh's summary. */
+function recordHeaders(client, request) {
+  const dir =
+    process.env.INTEROP_HEADERS_DIR || path.join(ROOT, 'target', 'interop', 'headers')
+  fs.mkdirSync(dir, {recursive: true})
+  const text =
+    request.line + '\n' + request.headers.map(([n, v]) => `  ${n}: ${v}\n`).join('')
+  fs.writeFileSync(path.join(dir, `${client}.txt`), text)
+}
+
+module.exports = {
+  HOST,
+  startLookupd,
+  startFakeNsqd,
+  register,
+  startRecordingProxy,
+  recordHeaders,
+  withDeadline,
+}

@@ -1,0 +1,287 @@
+"""Shared pieces of the Python interop tests.
+
+- `Lookupd`: the server under test, spawned on 127.0.0.1:0 ports; the bound
+  addresses are parsed from its two `listening on` log lines.
+- `FakeNsqd`: a TCP listener owned by the test, standing in for an nsqd. It
+  records the first 4 bytes of every connection (a client must send "  V2")
+  and closes it.
+- `Registration`: one nsqd-style TCP connection to the server ("  V1",
+  IDENTIFY, REGISTER, UNREGISTER), the way a real nsqd announces itself.
+- `RecordingProxy`: a byte-for-byte TCP relay in front of the server's HTTP
+  port that keeps the request heads clients send, to document their headers.
+"""
+
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+HOST = "127.0.0.1"
+DEADLINE = 15.0  # seconds a client gets to reach the fake nsqd
+
+_LISTEN_RE = re.compile(r"INFO: (TCP|HTTP): listening on (\S+)")
+
+
+def server_binary():
+    explicit = os.environ.get("NSQLOOKUPD_BIN")
+    if explicit:
+        return explicit
+    target = os.environ.get("CARGO_TARGET_DIR") or str(ROOT / "target")
+    return str(Path(target) / "debug" / "nsqlookupd")
+
+
+def _split(addr):
+    host, _, port = addr.rpartition(":")
+    return host, int(port)
+
+
+class Lookupd:
+    """The nsqlookupd under test, on ephemeral loopback ports."""
+
+    def __init__(self, *extra_args):
+        self.proc = subprocess.Popen(
+            [
+                server_binary(),
+                f"--tcp-address={HOST}:0",
+                f"--http-address={HOST}:0",
+                *extra_args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log = []
+        found = {}
+        ready = threading.Event()
+
+        def drain():
+            # Keep reading stderr for the whole life of the process so the
+            # server never blocks on a full pipe.
+            for line in self.proc.stderr:
+                self.log.append(line.rstrip("\n"))
+                m = _LISTEN_RE.search(line)
+                if m:
+                    found[m.group(1)] = m.group(2)
+                    if len(found) == 2:
+                        ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(10) or len(found) != 2:
+            self.stop()
+            raise RuntimeError(
+                "nsqlookupd did not log both listening addresses:\n"
+                + "\n".join(self.log)
+            )
+        self.tcp_host, self.tcp_port = _split(found["TCP"])
+        self.http_host, self.http_port = _split(found["HTTP"])
+        self.http_address = f"{self.http_host}:{self.http_port}"
+        self.http_url = f"http://{self.http_address}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class FakeNsqd:
+    """A listener that plays the nsqd a client connects to."""
+
+    def __init__(self):
+        self.sock = socket.create_server((HOST, 0))
+        self.port = self.sock.getsockname()[1]
+        self.magics = []
+        self._got = threading.Event()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            try:
+                while len(data) < 4:
+                    chunk = conn.recv(4 - len(data))
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            self.magics.append(data)
+            self._got.set()
+
+    def wait_for_connection(self, timeout=DEADLINE, idle=None):
+        """Wait for the first client connection; `idle` is called while
+        waiting (the gevent test uses it to let its event loop run)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._got.is_set():
+                return self.magics[0]
+            if idle:
+                idle(0.05)
+            else:
+                self._got.wait(0.05)
+        raise AssertionError(f"no client reached the fake nsqd within {timeout}s")
+
+    def close(self):
+        self.sock.close()
+
+
+def _read_frame(sock):
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("nsqlookupd closed the connection")
+            buf += chunk
+        return buf
+
+    (size,) = struct.unpack(">i", exact(4))
+    return exact(size)
+
+
+class Registration:
+    """One nsqd's TCP connection to the server."""
+
+    def __init__(self, lookupd, tcp_port, http_port=4151, hostname="fake-nsqd"):
+        self.tcp_port = tcp_port
+        self.http_port = http_port
+        self.hostname = hostname
+        self.sock = socket.create_connection((lookupd.tcp_host, lookupd.tcp_port), 5)
+        self.sock.sendall(b"  V1")
+        body = json.dumps(
+            {
+                "broadcast_address": HOST,
+                "tcp_port": tcp_port,
+                "http_port": http_port,
+                "version": "1.3.0",
+                "hostname": hostname,
+            }
+        ).encode()
+        self.sock.sendall(b"IDENTIFY\n" + struct.pack(">i", len(body)) + body)
+        self.identify_response = json.loads(_read_frame(self.sock))
+        self.local_address = "%s:%d" % self.sock.getsockname()[:2]
+
+    def command(self, line):
+        self.sock.sendall(line.encode() + b"\n")
+        return _read_frame(self.sock)
+
+    def register(self, topic, channel=None):
+        line = f"REGISTER {topic}" + (f" {channel}" if channel else "")
+        assert self.command(line) == b"OK"
+
+    def unregister(self, topic, channel=None):
+        line = f"UNREGISTER {topic}" + (f" {channel}" if channel else "")
+        assert self.command(line) == b"OK"
+
+    def close(self):
+        self.sock.close()
+
+
+class RecordingProxy:
+    """A transparent TCP relay to the server's HTTP port that keeps every
+    byte clients send, so the request heads can be inspected."""
+
+    def __init__(self, upstream_host, upstream_port):
+        self.upstream = (upstream_host, upstream_port)
+        self.sock = socket.create_server((HOST, 0))
+        self.port = self.sock.getsockname()[1]
+        self.address = f"{HOST}:{self.port}"
+        self.url = f"http://{self.address}"
+        self._sent = []  # one bytearray per client connection
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, 5)
+            except OSError:
+                client.close()
+                continue
+            buf = bytearray()
+            with self._lock:
+                self._sent.append(buf)
+            threading.Thread(
+                target=self._pump, args=(client, server, buf), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(server, client, None), daemon=True
+            ).start()
+
+    def _pump(self, src, dst, record):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if record is not None:
+                    with self._lock:
+                        record.extend(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def requests(self):
+        """Request heads seen so far: [(request_line, [(name, value), ...])].
+        The clients' lookups are GETs without a body, so heads follow each
+        other on a connection."""
+        out = []
+        with self._lock:
+            streams = [bytes(b) for b in self._sent]
+        for stream in streams:
+            for head in stream.split(b"\r\n\r\n"):
+                if not head:
+                    continue
+                lines = head.decode("latin-1").split("\r\n")
+                headers = []
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    headers.append((name, value.strip()))
+                out.append((lines[0], headers))
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+def record_headers(client, requests):
+    """Write the request heads a client sent to target/interop/headers/, for
+    run.sh's summary (and the README's table)."""
+    out_dir = Path(
+        os.environ.get("INTEROP_HEADERS_DIR") or ROOT / "target" / "interop" / "headers"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    line, headers = requests[0]
+    text = line + "\n" + "".join(f"  {n}: {v}\n" for n, v in headers)
+    (out_dir / f"{client}.txt").write_text(text)
