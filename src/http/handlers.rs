@@ -81,9 +81,9 @@ async fn endpoint_response(
     match endpoint {
         Endpoint::Ping => return response::text_ok("OK"),
         Endpoint::Info => return response::json_ok(ctx.info_body.clone()),
-        Endpoint::Topics => return response::json_ok(topics(registry)),
-        Endpoint::Nodes => return response::json_ok(nodes(registry)),
-        Endpoint::Debug => return response::json_ok(debug(registry)),
+        Endpoint::Topics => return off_the_reactor(registry, topics).await,
+        Endpoint::Nodes => return off_the_reactor(registry, nodes).await,
+        Endpoint::Debug => return off_the_reactor(registry, debug).await,
         Endpoint::Metrics => {
             return response::metrics(crate::metrics::render(registry, &ctx.stats));
         }
@@ -118,6 +118,20 @@ async fn endpoint_response(
         Ok(Some(body)) => response::json_ok(body),
         Ok(None) => response::empty_ok(),
         Err(f) => failure(f),
+    }
+}
+
+/// Runs a whole-registry view (`/nodes`, `/topics`, `/debug`: milliseconds
+/// on a large registry) on tokio's blocking pool, so that it never holds
+/// the async worker that serves lookups and TCP sessions: the kernel
+/// time-slices it against them instead, and a lookup arriving meanwhile is
+/// answered at once.
+async fn off_the_reactor(registry: &Arc<Registry>, view: fn(&Registry) -> Bytes) -> Response<Body> {
+    let registry = Arc::clone(registry);
+    match tokio::task::spawn_blocking(move || view(&registry)).await {
+        Ok(body) => response::json_ok(body),
+        // Only a panic (a bug) gets here: answer it, keep serving.
+        Err(_) => response::error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
 

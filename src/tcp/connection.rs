@@ -28,6 +28,10 @@ use crate::stats::Limit;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 4096;
 
+/// A closed connection with more keys than this is cleaned up off the
+/// async worker.
+const CLEANUP_INLINE_MAX_KEYS: usize = 256;
+
 /// Appends one response frame: 4-byte big-endian length, then the data.
 fn put_frame(out: &mut BytesMut, data: &[u8]) {
     out.put_u32(u32::try_from(data.len()).unwrap_or(u32::MAX));
@@ -71,7 +75,17 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<TcpContext>
     let _ = stream.shutdown().await;
     drop(stream);
     info!(peer = %peer, "PROTOCOL(V1): [{peer}] exiting ioloop");
-    drop(session);
+    // Dropping the session removes its producer from every key it is in.
+    // For a big nsqd (tens of thousands of keys) that is milliseconds of
+    // work, done on the blocking pool so that it never stalls the worker
+    // answering other nsqd and consumers (a reconnect storm drops every
+    // node at once).
+    let keys = session.producer().map_or(0, |p| p.registration_count());
+    if keys > CLEANUP_INLINE_MAX_KEYS {
+        tokio::task::spawn_blocking(move || drop(session));
+    } else {
+        drop(session);
+    }
 }
 
 async fn run(
