@@ -23,6 +23,7 @@ use crate::http::{self, HttpContext};
 use crate::json;
 use crate::registry::{Registry, RegistryOptions};
 use crate::stats::Stats;
+use crate::tcp::janitor::Janitor;
 use crate::tcp::{self, TcpContext};
 
 /// How long shutdown waits for connections to finish.
@@ -69,6 +70,7 @@ pub struct Server {
     http: TcpListener,
     registry: Arc<Registry>,
     stats: Arc<Stats>,
+    janitor: Janitor,
     options: Options,
 }
 
@@ -86,6 +88,10 @@ impl Server {
             http,
             registry,
             stats: Arc::new(Stats::default()),
+            janitor: Janitor::start().map_err(|error| BindError {
+                address: "janitor thread".into(),
+                error,
+            })?,
             options,
         })
     }
@@ -136,19 +142,21 @@ impl Server {
     /// Serves until `stop` completes, then shuts down gracefully.
     pub async fn run_until(self, stop: impl Future<Output = ()>) {
         crate::metrics::mark_start();
+        info!("TCP: listening on {}", self.tcp_addr());
+        info!("HTTP: listening on {}", self.http_addr());
+        let identify_response = self.identify_response();
         let tcp_ctx = Arc::new(TcpContext {
             registry: Arc::clone(&self.registry),
-            identify_response: self.identify_response(),
+            identify_response,
             limits: self.options.tcp_limits,
             stats: Arc::clone(&self.stats),
+            janitor: self.janitor,
         });
         let http_ctx = Arc::new(HttpContext::new(
             Arc::clone(&self.registry),
             self.options.http_limits,
             Arc::clone(&self.stats),
         ));
-        info!("TCP: listening on {}", self.tcp_addr());
-        info!("HTTP: listening on {}", self.http_addr());
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();

@@ -81,9 +81,9 @@ async fn endpoint_response(
     match endpoint {
         Endpoint::Ping => return response::text_ok("OK"),
         Endpoint::Info => return response::json_ok(ctx.info_body.clone()),
-        Endpoint::Topics => return off_the_reactor(registry, topics).await,
-        Endpoint::Nodes => return off_the_reactor(registry, nodes).await,
-        Endpoint::Debug => return off_the_reactor(registry, debug).await,
+        Endpoint::Topics => return off_the_reactor(ctx, topics).await,
+        Endpoint::Nodes => return off_the_reactor(ctx, nodes).await,
+        Endpoint::Debug => return off_the_reactor(ctx, debug).await,
         Endpoint::Metrics => {
             return response::metrics(crate::metrics::render(registry, &ctx.stats));
         }
@@ -125,9 +125,13 @@ async fn endpoint_response(
 /// on a large registry) on tokio's blocking pool, so that it never holds
 /// the async worker that serves lookups and TCP sessions: the kernel
 /// time-slices it against them instead, and a lookup arriving meanwhile is
-/// answered at once.
-async fn off_the_reactor(registry: &Arc<Registry>, view: fn(&Registry) -> Bytes) -> Response<Body> {
-    let registry = Arc::clone(registry);
+/// answered at once. At most [`super::HEAVY_VIEWS`] run at a time, so a burst of
+/// them cannot crowd the worker off the CPU; the rest wait their turn.
+async fn off_the_reactor(ctx: &HttpContext, view: fn(&Registry) -> Bytes) -> Response<Body> {
+    let Ok(_turn) = ctx.heavy_views.acquire().await else {
+        return response::error(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN");
+    };
+    let registry = Arc::clone(&ctx.registry);
     match tokio::task::spawn_blocking(move || view(&registry)).await {
         Ok(body) => response::json_ok(body),
         // Only a panic (a bug) gets here: answer it, keep serving.

@@ -70,7 +70,12 @@ pub struct HttpContext {
     pub info_body: Bytes,
     pub limits: HttpLimits,
     pub stats: Arc<Stats>,
+    /// Turns for the whole-registry views (see `handlers::off_the_reactor`).
+    pub heavy_views: Semaphore,
 }
+
+/// Whole-registry views computed at the same time, at most.
+pub const HEAVY_VIEWS: usize = 2;
 
 impl HttpContext {
     pub fn new(registry: Arc<Registry>, limits: HttpLimits, stats: Arc<Stats>) -> Self {
@@ -79,6 +84,7 @@ impl HttpContext {
             info_body: Bytes::from(format!("{{\"version\":\"{}\"}}", crate::NSQ_VERSION)),
             limits,
             stats,
+            heavy_views: Semaphore::new(HEAVY_VIEWS),
         }
     }
 }

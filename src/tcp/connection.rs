@@ -75,14 +75,11 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<TcpContext>
     let _ = stream.shutdown().await;
     drop(stream);
     info!(peer = %peer, "PROTOCOL(V1): [{peer}] exiting ioloop");
-    // Dropping the session removes its producer from every key it is in.
-    // For a big nsqd (tens of thousands of keys) that is milliseconds of
-    // work, done on the blocking pool so that it never stalls the worker
-    // answering other nsqd and consumers (a reconnect storm drops every
-    // node at once).
+    // Dropping the session removes its producer from every key it is in:
+    // for a big nsqd, milliseconds of work, left to the janitor thread.
     let keys = session.producer().map_or(0, |p| p.registration_count());
     if keys > CLEANUP_INLINE_MAX_KEYS {
-        tokio::task::spawn_blocking(move || drop(session));
+        ctx.janitor.dispose(session);
     } else {
         drop(session);
     }

@@ -5,10 +5,12 @@
 //! - [`session`]: one connection's protocol state, applied to the registry.
 //! - [`connection`]: socket I/O for one connection.
 //! - [`listener`]: the accept loop.
+//! - [`janitor`]: cleans closed connections up off the async worker.
 
 pub mod codec;
 pub mod connection;
 pub mod identify;
+pub mod janitor;
 pub mod listener;
 pub mod session;
 
@@ -56,4 +58,5 @@ pub struct TcpContext {
     pub identify_response: Bytes,
     pub limits: TcpLimits,
     pub stats: Arc<Stats>,
+    pub janitor: janitor::Janitor,
 }
