@@ -118,6 +118,12 @@ impl Collector for Exporter {
             "(key, producer) registrations held, all categories",
             as_i64(counts.registrations.load(Relaxed)),
         )?;
+        gauge(
+            &mut e,
+            "nsqlookupd_lookup_cache_bytes",
+            "Bytes of /lookup answers cached (bounded by --lookup-cache-size)",
+            as_i64(self.registry.lookup_cache_bytes() as u64),
+        )?;
         counter(
             &mut e,
             "nsqlookupd_lookup_snapshot_rebuilds",

@@ -56,12 +56,35 @@ async fn bind(address: &str) -> Result<TcpListener, BindError> {
     };
     let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
     for addr in tokio::net::lookup_host(&normalized).await.map_err(fail)? {
-        match TcpListener::bind(addr).await {
+        match listen(addr) {
             Ok(l) => return Ok(l),
             Err(e) => last = e,
         }
     }
     Err(fail(last))
+}
+
+/// The accept backlog: the kernel's `net.core.somaxconn`, as Go uses.
+/// tokio's default (128) drops SYNs when a whole fleet reconnects at once,
+/// and each dropped SYN costs that nsqd a 1-second retransmission.
+fn backlog() -> i32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n: &i32| n > 0)
+        .unwrap_or(4096)
+}
+
+/// A listening socket with `SO_REUSEADDR` (a restart does not wait for
+/// old connections in TIME_WAIT, as with Go) and the kernel's backlog.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog())?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// A server with both listeners bound, ready to run.
@@ -82,6 +105,7 @@ impl Server {
         let registry = Arc::new(Registry::new(RegistryOptions {
             inactive_producer_timeout: options.inactive_producer_timeout,
             tombstone_lifetime: options.tombstone_lifetime,
+            lookup_cache_size: options.lookup_cache_size,
         }));
         Ok(Server {
             tcp,

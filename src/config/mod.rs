@@ -187,6 +187,11 @@ struct Cli {
         help_heading = "Limits")]
     http_max_body_size: usize,
 
+    /// memory for cached /lookup answers, bytes; answers beyond it are rendered per request
+    #[arg(long, value_name = "BYTES", default_value = "1073741824", value_parser = parse_size,
+        help_heading = "Limits")]
+    lookup_cache_size: usize,
+
     /// set log verbosity: debug, info, warn, error, or fatal
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_log_level,
         help_heading = "Logging")]
@@ -234,6 +239,7 @@ pub struct Options {
     pub log_level: LogLevel,
     pub log_prefix: String,
     pub log_format: LogFormat,
+    pub lookup_cache_size: usize,
     pub tcp_limits: TcpLimits,
     pub http_limits: HttpLimits,
 }
@@ -493,6 +499,7 @@ fn resolve(
     let log_level = pick!(log_level, parse_log_level);
     let log_prefix = pick!(log_prefix, string);
     let log_format = pick!(log_format, parse_log_format);
+    let lookup_cache_size = pick!(lookup_cache_size, parse_size);
     let _verbose: bool = pick!(verbose, parse_bool);
     Ok(Options {
         tcp_address,
@@ -504,6 +511,7 @@ fn resolve(
         log_level,
         log_prefix,
         log_format,
+        lookup_cache_size,
         tcp_limits: TcpLimits {
             max_command_size,
             max_identify_body_size,

@@ -139,6 +139,7 @@ pub async fn run(
                 http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(limits.header_timeout)
+                    .max_header_size(limits.max_header_size)
                     .max_buf_size(limits.max_header_size.max(8192))
                     .serve_connection(TokioIo::new(stream), service)
             );

@@ -17,18 +17,60 @@
 //! served.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 
 use super::clock::Nanos;
 
+/// The memory all cached `/lookup` bodies may use together
+/// (`--lookup-cache-size`). A body that does not fit is still served, just
+/// rendered again at the next lookup; writers drop a topic's body as soon
+/// as it is out of date, so the budget holds the bodies of topics that are
+/// read more often than they change.
+#[derive(Debug)]
+pub struct CacheBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl CacheBudget {
+    pub fn new(limit: usize) -> Self {
+        CacheBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes of bodies currently cached.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+}
+
 #[derive(Debug)]
 struct Rendered {
     generation: u64,
     valid_until: Nanos,
     body: Bytes,
+    budget: Arc<CacheBudget>,
+}
+
+impl Drop for Rendered {
+    fn drop(&mut self) {
+        self.budget
+            .used
+            .fetch_sub(self.body.len(), Ordering::AcqRel);
+    }
 }
 
 /// The cache slot of one topic key.
@@ -43,9 +85,11 @@ pub(super) struct LookupCache {
 pub(super) struct Generation(u64);
 
 impl LookupCache {
-    /// Marks every body rendered so far as out of date. Call *after* the change.
+    /// Marks every body rendered so far as out of date, and frees the
+    /// cached one. Call *after* the change.
     pub(super) fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.rendered.store(None);
     }
 
     /// The cached body, if it is current at `now`; otherwise the generation
@@ -59,12 +103,23 @@ impl LookupCache {
         }
     }
 
-    /// Stores a body rendered from data read after `generation` was taken.
-    pub(super) fn store(&self, generation: Generation, valid_until: Nanos, body: Bytes) {
+    /// Stores a body rendered from data read after `generation` was taken,
+    /// if the budget has room for it.
+    pub(super) fn store(
+        &self,
+        generation: Generation,
+        valid_until: Nanos,
+        body: Bytes,
+        budget: &Arc<CacheBudget>,
+    ) {
+        if !budget.try_take(body.len()) {
+            return;
+        }
         self.rendered.store(Some(Arc::new(Rendered {
             generation: generation.0,
             valid_until,
             body,
+            budget: Arc::clone(budget),
         })));
     }
 
@@ -81,9 +136,10 @@ mod tests {
 
     #[test]
     fn serves_only_current_bodies() {
+        let budget = Arc::new(CacheBudget::new(1 << 20));
         let c = LookupCache::default();
         let g = c.get(1).unwrap_err();
-        c.store(g, 100, Bytes::from_static(b"a"));
+        c.store(g, 100, Bytes::from_static(b"a"), &budget);
         assert_eq!(c.get(50).unwrap(), "a");
         assert!(c.get(100).is_err(), "expired at valid_until");
         c.invalidate();
@@ -92,10 +148,42 @@ mod tests {
 
     #[test]
     fn a_body_rendered_before_a_write_is_never_served() {
+        let budget = Arc::new(CacheBudget::new(1 << 20));
         let c = LookupCache::default();
         let g = c.get(1).unwrap_err(); // reader takes the generation...
         c.invalidate(); // ...a writer changes the data...
-        c.store(g, 100, Bytes::from_static(b"stale")); // ...the reader stores late
+        c.store(g, 100, Bytes::from_static(b"stale"), &budget); // ...the reader stores late
         assert!(c.get(2).is_err());
+    }
+
+    #[test]
+    fn the_budget_bounds_cached_bytes() {
+        let budget = Arc::new(CacheBudget::new(10));
+        let a = LookupCache::default();
+        let b = LookupCache::default();
+        a.store(
+            a.get(1).unwrap_err(),
+            100,
+            Bytes::from_static(b"123456"),
+            &budget,
+        );
+        assert_eq!(budget.used(), 6);
+        b.store(
+            b.get(1).unwrap_err(),
+            100,
+            Bytes::from_static(b"123456"),
+            &budget,
+        );
+        assert!(b.get(2).is_err(), "over budget: not cached");
+        assert_eq!(budget.used(), 6);
+        a.invalidate();
+        assert_eq!(budget.used(), 0, "an invalidated body is freed");
+        b.store(
+            b.get(1).unwrap_err(),
+            100,
+            Bytes::from_static(b"123456"),
+            &budget,
+        );
+        assert_eq!(b.get(2).unwrap(), "123456");
     }
 }

@@ -48,7 +48,7 @@ pub use producer::{PeerInfo, Producer, ProducerId};
 pub use snapshot::{Member, ProducerSet};
 pub use views::{DebugEntry, DebugProducer, GO_ZERO_TIME_UNIX_NANOS, NodeView};
 
-use lookup::LookupCache;
+use lookup::{CacheBudget, LookupCache};
 
 /// The registry's timing rules (spec section 2).
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +58,8 @@ pub struct RegistryOptions {
     pub inactive_producer_timeout: Duration,
     /// How long `/topic/tombstone` hides a producer from a topic's `/lookup`.
     pub tombstone_lifetime: Duration,
+    /// Bytes all cached `/lookup` answers may use together.
+    pub lookup_cache_size: usize,
 }
 
 impl Default for RegistryOptions {
@@ -65,6 +67,7 @@ impl Default for RegistryOptions {
         RegistryOptions {
             inactive_producer_timeout: Duration::from_secs(300),
             tombstone_lifetime: Duration::from_secs(45),
+            lookup_cache_size: 1 << 30,
         }
     }
 }
@@ -141,6 +144,7 @@ pub struct Registry {
     write_lock: Mutex<()>,
     next_producer_id: AtomicU64,
     counts: Counts,
+    lookup_budget: Arc<CacheBudget>,
     clock: Clock,
     inactive_timeout: Nanos,
     tombstone_lifetime: Nanos,
@@ -155,6 +159,7 @@ impl Registry {
             write_lock: Mutex::new(()),
             next_producer_id: AtomicU64::new(1),
             counts: Counts::default(),
+            lookup_budget: Arc::new(CacheBudget::new(options.lookup_cache_size)),
             clock: Clock::new(),
             inactive_timeout: duration_nanos(options.inactive_producer_timeout),
             tombstone_lifetime: duration_nanos(options.tombstone_lifetime),
@@ -168,6 +173,11 @@ impl Registry {
     /// Running totals (for metrics).
     pub fn counts(&self) -> &Counts {
         &self.counts
+    }
+
+    /// Bytes of `/lookup` answers currently cached.
+    pub fn lookup_cache_bytes(&self) -> usize {
+        self.lookup_budget.used()
     }
 
     /// Takes the writer lock. A panic while holding it cannot leave a

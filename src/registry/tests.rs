@@ -14,6 +14,7 @@ fn registry() -> Arc<Registry> {
     Arc::new(Registry::new(RegistryOptions {
         inactive_producer_timeout: TIMEOUT,
         tombstone_lifetime: LIFETIME,
+        ..RegistryOptions::default()
     }))
 }
 

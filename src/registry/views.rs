@@ -66,7 +66,7 @@ impl Registry {
         self.counts
             .lookup_renders
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        cache.store(generation, valid_until, body.clone());
+        cache.store(generation, valid_until, body.clone(), &self.lookup_budget);
         Some(body)
     }
 

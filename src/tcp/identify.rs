@@ -35,8 +35,12 @@ pub enum IdentifyError {
 
 impl IdentifyBody {
     pub fn parse(body: &[u8]) -> Result<IdentifyBody, IdentifyError> {
+        // Go's decoder replaces bytes that are not UTF-8 with U+FFFD (in a
+        // string they are then kept that way; anywhere else they are a
+        // syntax error either way), which is what a lossy conversion does.
+        let text = String::from_utf8_lossy(body);
         let parsed: IdentifyBody =
-            serde_json::from_slice(body).map_err(|_| IdentifyError::Decode)?;
+            serde_json::from_str(&text).map_err(|_| IdentifyError::Decode)?;
         if parsed.broadcast_address.is_empty()
             || parsed.tcp_port == 0
             || parsed.http_port == 0
@@ -190,6 +194,19 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_as_go_does() {
+        let b = IdentifyBody::parse(
+            b"{\"broadcast_address\":\"b\xff\",\"tcp_port\":1,\"http_port\":2,\"version\":\"v\"}",
+        )
+        .unwrap();
+        assert_eq!(b.broadcast_address, "b\u{fffd}");
+        assert_eq!(
+            IdentifyBody::parse(b"{\xff\"broadcast_address\":\"b\"}"),
+            Err(IdentifyError::Decode)
+        );
     }
 
     #[test]
