@@ -10,12 +10,14 @@
 //! - [`http`]: the consumer and admin API on hyper; handlers only read
 //!   registry snapshots (or call its admin writes).
 //! - [`config`]: flags, the TOML config file and Go durations.
-//! - [`server`]: binds both listeners, runs them, shuts them down.
+//! - [`server`]: binds both listeners, runs them, shuts them down;
+//!   [`accept`]: their shared accept loop with its connection cap.
 //! - [`logging`]: log lines in the original's format.
 //! - [`stats`]: connection and limit counters (atomics, never locked).
 //! - [`metrics`]: `GET /metrics`, reading those counters at scrape time.
 //! - [`names`], [`json`]: topic/channel name rules and Go-compatible JSON output.
 
+pub mod accept;
 pub mod config;
 pub mod http;
 pub mod json;

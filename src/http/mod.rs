@@ -31,10 +31,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::info;
 
+use crate::accept::{Accepted, Acceptor};
 use crate::registry::Registry;
-use crate::stats::{GaugeGuard, Limit, LogThrottle, Stats};
+use crate::stats::{GaugeGuard, Limit, Stats};
 
 /// Limits of the HTTP side; each is a flag (see `config`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,30 +100,14 @@ pub async fn run(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
-    let refusals = LogThrottle::new(Duration::from_secs(1));
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                error!("HTTP: accept error - {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            ctx.stats.limit_hit(Limit::HttpConnections);
-            if let Some(n) = refusals.hit() {
-                warn!(peer = %peer, "HTTP: refused {n} connection(s): --max-http-connections={} reached",
-                    ctx.limits.max_connections);
-            }
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    let acceptor = Acceptor::new(
+        listener,
+        "HTTP",
+        ctx.limits.max_connections,
+        Limit::HttpConnections,
+        Arc::clone(&ctx.stats),
+    );
+    while let Some(Accepted { stream, slot, .. }) = acceptor.next(&shutdown).await {
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -152,11 +137,5 @@ pub async fn run(
             }
         });
     }
-    info!(
-        "HTTP: closing {}",
-        listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    );
+    info!("HTTP: closing {}", acceptor.local_addr());
 }
