@@ -1,0 +1,351 @@
+//! Command line: subcommands and the option groups they share.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::consumers::{ConsumerConfig, Mix};
+use crate::fleet::FleetConfig;
+use crate::presets::Preset;
+use crate::scheme::Workload;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nsqlookupd-bench",
+    version,
+    about = "Fleet load generator for any nsqlookupd (speaks only the public TCP protocol and HTTP API)",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Register a fleet, then load /lookup while the fleet stays connected
+    /// (pings, churn, storm), checking answers; with --ceiling, the same
+    /// consumer load first runs against the built-in ceiling server.
+    Run(RunArgs),
+    /// Only the fleet: register, then hold the connections (ping, churn,
+    /// storm) for --duration.
+    Fleet(FleetOnlyArgs),
+    /// Only consumers, against a lookupd whose fleet is registered by
+    /// someone else (e.g. a `fleet` run with the same workload options).
+    Consumers(ConsumersOnlyArgs),
+    /// Consumers against the built-in fixed-answer HTTP server: the
+    /// machine's ceiling for an HTTP lookup. `--serve ADDR` only serves.
+    Ceiling(CeilingArgs),
+    /// (internal) The ceiling server process.
+    #[command(hide = true)]
+    ServeCeiling {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        body_size: usize,
+    },
+}
+
+/// Parses `15s`, `250ms`, `2m`, `1h` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => v / 1e3,
+        "us" => v / 1e6,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The fleet's shape: a preset, each field overridable.
+#[derive(Args, Debug, Clone)]
+pub struct WorkloadArgs {
+    /// Workload size.
+    #[arg(long, value_enum, default_value = "small")]
+    pub preset: Preset,
+    /// Simulated nsqd nodes (N).
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Topics registered per node (T).
+    #[arg(long)]
+    pub topics_per_node: Option<usize>,
+    /// Topics the nodes' topics are drawn from (U).
+    #[arg(long)]
+    pub topic_universe: Option<usize>,
+    /// Channels per topic (C).
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Topic names are PREFIX.tNNNNN.
+    #[arg(long, default_value = "bench")]
+    pub topic_prefix: String,
+}
+
+impl WorkloadArgs {
+    pub fn workload(&self) -> Result<Workload, String> {
+        let s = self.preset.shape();
+        let w = Workload {
+            nodes: self.nodes.unwrap_or(s.nodes),
+            topics_per_node: self.topics_per_node.unwrap_or(s.topics_per_node),
+            topic_universe: self.topic_universe.unwrap_or(s.topic_universe),
+            channels: self.channels.unwrap_or(s.channels),
+            topic_prefix: self.topic_prefix.clone(),
+        };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// The preset, if no field was overridden.
+    pub fn pure_preset(&self) -> Option<Preset> {
+        let untouched = self.nodes.is_none()
+            && self.topics_per_node.is_none()
+            && self.topic_universe.is_none()
+            && self.channels.is_none();
+        untouched.then_some(self.preset)
+    }
+}
+
+#[derive(Args, Debug, Clone, serde::Serialize)]
+pub struct FleetArgs {
+    /// lookupd TCP address.
+    #[arg(long, default_value = "127.0.0.1:4160")]
+    pub tcp_address: String,
+    /// REGISTER commands in flight per node connection (1 = exactly like nsqd).
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// PING period once registered.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+    /// A TCP response slower than this is a timeout error (the node reconnects).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub tcp_timeout: Duration,
+    /// Fraction of the nodes that disconnect and re-register per second
+    /// (0.02 = 2% of the fleet every second, round robin).
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// Drop every connection at once this far into the load phase, and
+    /// measure how long the fleet takes to re-register.
+    #[arg(long, value_parser = parse_duration)]
+    pub storm_at: Option<Duration>,
+    /// Give up if the fleet is not registered within this time.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub register_timeout: Duration,
+}
+
+impl FleetArgs {
+    pub fn config(&self) -> FleetConfig {
+        FleetConfig {
+            tcp_address: self.tcp_address.clone(),
+            window: self.window.max(1),
+            ping_interval: self.ping_interval.max(Duration::from_millis(10)),
+            tcp_timeout: self.tcp_timeout,
+            reconnect_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone, serde::Serialize)]
+pub struct ConsumerArgs {
+    /// lookupd HTTP address.
+    #[arg(long, default_value = "127.0.0.1:4161")]
+    pub http_address: String,
+    /// Consumer workers, one keep-alive connection each.
+    #[arg(long, default_value_t = 32)]
+    pub workers: usize,
+    /// Total requests per second (open loop, latency from the scheduled
+    /// time); 0 = closed loop, as fast as answers come.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Length of the consumer load.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Percentage of requests that are GET /nodes.
+    #[arg(long, default_value_t = 0.0)]
+    pub nodes_pct: f64,
+    /// Percentage of requests that are GET /topics.
+    #[arg(long, default_value_t = 0.0)]
+    pub topics_pct: f64,
+    /// Percentage of requests that are GET /channels?topic=.
+    #[arg(long, default_value_t = 0.0)]
+    pub channels_pct: f64,
+    /// Fraction of answers checked against what the fleet registered
+    /// (default 0.01 for `run`, 0 for `consumers`).
+    #[arg(long)]
+    pub check_sample: Option<f64>,
+    /// An HTTP exchange slower than this is a timeout error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub http_timeout: Duration,
+    /// Seed of the topic choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl ConsumerArgs {
+    pub fn config(&self, default_sample: f64) -> Result<ConsumerConfig, String> {
+        let mix = Mix {
+            nodes_pct: self.nodes_pct,
+            topics_pct: self.topics_pct,
+            channels_pct: self.channels_pct,
+        };
+        let total = mix.nodes_pct + mix.topics_pct + mix.channels_pct;
+        if [mix.nodes_pct, mix.topics_pct, mix.channels_pct]
+            .iter()
+            .any(|p| *p < 0.0)
+            || total > 100.0
+        {
+            return Err(
+                "the request mix percentages must be >= 0 and add up to at most 100".into(),
+            );
+        }
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return Err("--rate must be >= 0".into());
+        }
+        Ok(ConsumerConfig {
+            http_address: self.http_address.clone(),
+            workers: self.workers.max(1),
+            rate: self.rate,
+            duration: self.duration,
+            mix,
+            check_sample: self.check_sample.unwrap_or(default_sample).clamp(0.0, 1.0),
+            http_timeout: self.http_timeout,
+            seed: self.seed,
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct OutputArgs {
+    /// Write every figure to this JSON file.
+    #[arg(long)]
+    pub json: Option<String>,
+    /// Draw the latency distributions to this SVG file.
+    #[arg(long)]
+    pub plot: Option<String>,
+    /// PID of the server under test, to report its CPU time and RSS.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Free text recorded in the report (e.g. the server's commit).
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CeilingOpts {
+    /// Body size of the ceiling server's answer (default: the size of a
+    /// conforming server's /lookup answer at this workload).
+    #[arg(long)]
+    pub ceiling_body_size: Option<usize>,
+    /// Run the ceiling server under `taskset -c CPUS` (e.g. the server's core).
+    #[arg(long)]
+    pub ceiling_cpus: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub consumers: ConsumerArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// First run the same consumer load against the built-in ceiling
+    /// server, and report both.
+    #[arg(long)]
+    pub ceiling: bool,
+    #[command(flatten)]
+    pub ceiling_opts: CeilingOpts,
+    /// Topics whose /lookup answer is checked once the load stops.
+    #[arg(long, default_value_t = 1000)]
+    pub final_check_topics: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct FleetOnlyArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// How long to hold the registered fleet (pings, churn, storm).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// If given, check /lookup answers on this HTTP address at the end.
+    #[arg(long)]
+    pub verify_http: Option<String>,
+    /// Topics whose /lookup answer is checked at the end.
+    #[arg(long, default_value_t = 1000)]
+    pub final_check_topics: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumersOnlyArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    #[command(flatten)]
+    pub consumers: ConsumerArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CeilingArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    #[command(flatten)]
+    pub consumers: ConsumerArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub ceiling_opts: CeilingOpts,
+    /// Only serve on this address (for an external load tool) until killed.
+    #[arg(long)]
+    pub serve: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent_and_presets_are_overridable() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["b", "run", "--preset", "medium", "--nodes", "7"]).unwrap();
+        let Cmd::Run(r) = cli.cmd else {
+            panic!("not run")
+        };
+        let w = r.workload.workload().unwrap();
+        assert_eq!(
+            (w.nodes, w.topics_per_node, w.topic_universe, w.channels),
+            (7, 1000, 10_000, 4)
+        );
+        assert_eq!(r.workload.pure_preset(), None);
+        assert_eq!(r.consumers.config(0.01).unwrap().check_sample, 0.01);
+    }
+}

@@ -1,0 +1,689 @@
+//! The simulated nsqd fleet: one task and one TCP connection per node.
+//!
+//! Each node connects, sends the magic and IDENTIFY, then its REGISTER
+//! commands (`REGISTER topic`, then `REGISTER topic channel` for each
+//! channel, as nsqd does), pipelined with at most `window` commands in
+//! flight, then sends a PING every `ping_interval` until told to stop.
+//! Every response's latency is measured from the write of its command to the
+//! arrival of its frame: with a window of 1 that is exactly what an nsqd
+//! (which waits for each answer) experiences; with a larger window it also
+//! includes queueing behind the node's own earlier commands.
+//!
+//! A node can be told to restart (churn, reconnect storm): it marks itself
+//! unregistered, drops its connection, reconnects and registers everything
+//! again. The per-node registration state is published in [`NodeStates`] so
+//! that the lookup checker knows which producers must be visible.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, sleep_until, timeout};
+
+use crate::scheme::Workload;
+use crate::stats::{Errors, Latency, io_kind};
+use crate::wire::{self, Frame, FrameBuf};
+
+/// How the fleet talks to the server.
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// The lookupd TCP address (`host:port`).
+    pub tcp_address: String,
+    /// Maximum REGISTER commands in flight per connection.
+    pub window: usize,
+    /// Heartbeat period once registered (nsqd uses 15 s).
+    pub ping_interval: Duration,
+    /// A response slower than this is a `timeout` error and the node
+    /// reconnects (nsqd itself gives up after 1 s; the bench waits longer
+    /// so that slow answers are measured rather than cut off).
+    pub tcp_timeout: Duration,
+    /// Pause before reconnecting after a failed session.
+    pub reconnect_delay: Duration,
+}
+
+/// Which part of the run a TCP response belongs to, for separate figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// The initial registration of the whole fleet.
+    Register = 0,
+    /// Once registered: pings, churn re-registrations.
+    Steady = 1,
+    /// From a reconnect storm until the whole fleet is registered again.
+    Storm = 2,
+}
+
+/// Registration state of every node, published for the lookup checker.
+///
+/// Each node has one word: `epoch << 1 | registered`. Every transition bumps
+/// the epoch, so two equal readings taken before and after a `/lookup`
+/// request prove that the node stayed registered the whole time.
+pub struct NodeStates {
+    words: Vec<AtomicU64>,
+    restarts: Vec<AtomicU32>,
+}
+
+impl NodeStates {
+    /// All nodes unregistered, never restarted.
+    pub fn new(nodes: usize) -> Self {
+        NodeStates {
+            words: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            restarts: (0..nodes).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// All nodes registered: for checking a fleet run by another process.
+    pub fn all_registered(nodes: usize) -> Self {
+        let s = Self::new(nodes);
+        for w in &s.words {
+            w.store(3, Ordering::SeqCst);
+        }
+        s
+    }
+
+    /// The current word of `node` (see [`NodeStates::is_registered`]).
+    pub fn snapshot(&self, node: usize) -> u64 {
+        self.words.get(node).map_or(0, |w| w.load(Ordering::SeqCst))
+    }
+
+    /// Whether a snapshot says "registered".
+    pub fn is_registered(word: u64) -> bool {
+        word & 1 == 1
+    }
+
+    /// Whether `node` ever reconnected: the server may then briefly list
+    /// both its old and new connection.
+    pub fn has_restarted(&self, node: usize) -> bool {
+        self.restarts
+            .get(node)
+            .is_some_and(|r| r.load(Ordering::SeqCst) > 0)
+    }
+
+    fn mark_up(&self, node: usize) {
+        self.words[node].fetch_add(3, Ordering::SeqCst); // epoch+1, bit 0 -> 1
+    }
+
+    fn mark_down(&self, node: usize) {
+        self.words[node].fetch_add(1, Ordering::SeqCst); // bit 1 -> 0 carries into epoch
+    }
+
+    fn count_restart(&self, node: usize) {
+        self.restarts[node].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// What a node is told by the coordinator.
+#[derive(Clone, Copy, Debug)]
+enum Control {
+    Restart { storm: bool },
+    Stop,
+}
+
+/// Figures gathered by one node, merged into [`FleetStats`].
+#[derive(Clone, Default)]
+pub struct FleetStats {
+    /// TCP response latency, per [`Phase`].
+    pub latency: [Latency; 3],
+    /// REGISTER commands answered OK, per [`Phase`].
+    pub registrations: [u64; 3],
+    /// PINGs answered OK.
+    pub pings: u64,
+    /// Time from a restart (churn) or failure to being fully registered again.
+    pub reregistration: Latency,
+    /// TCP sessions opened (1 per node plus one per reconnect).
+    pub sessions: u64,
+    pub errors: Errors,
+}
+
+impl FleetStats {
+    fn merge(&mut self, o: &FleetStats) {
+        for i in 0..3 {
+            self.latency[i].merge(&o.latency[i]);
+            self.registrations[i] += o.registrations[i];
+        }
+        self.pings += o.pings;
+        self.reregistration.merge(&o.reregistration);
+        self.sessions += o.sessions;
+        self.errors.merge(&o.errors);
+    }
+}
+
+/// State shared by the coordinator and all node tasks.
+struct Shared {
+    workload: Arc<Workload>,
+    topic_names: Vec<String>,
+    channel_names: Vec<String>,
+    cfg: FleetConfig,
+    states: Arc<NodeStates>,
+    phase: AtomicU8,
+    /// REGISTER OKs so far (for the progress bar).
+    registrations_ok: Arc<AtomicU64>,
+    /// Nodes currently registered.
+    registered: AtomicUsize,
+    /// When `registered` last reached the fleet size.
+    all_registered_at: Mutex<Option<Instant>>,
+    /// Nodes re-registered since the current storm began, and when the
+    /// last of them finished.
+    storm_done: AtomicUsize,
+    storm_done_at: Mutex<Option<Instant>>,
+    restarts_sent: AtomicU64,
+}
+
+impl Shared {
+    fn phase(&self) -> usize {
+        self.phase.load(Ordering::Relaxed) as usize
+    }
+}
+
+/// Outcome of a storm.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StormOutcome {
+    /// Seconds from dropping every connection until every node was
+    /// registered again (None if that did not happen within the timeout).
+    pub reregistered_after_s: Option<f64>,
+}
+
+/// A running fleet.
+pub struct Fleet {
+    sh: Arc<Shared>,
+    ctl: Vec<mpsc::Sender<Control>>,
+    tasks: Vec<JoinHandle<FleetStats>>,
+    churn: Option<JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Fleet {
+    /// Starts every node (they connect and register at once).
+    pub fn start(workload: Arc<Workload>, cfg: FleetConfig) -> Fleet {
+        let n = workload.nodes;
+        let states = Arc::new(NodeStates::new(n));
+        let sh = Arc::new(Shared {
+            topic_names: (0..workload.topic_universe)
+                .map(|t| workload.topic_name(t))
+                .collect(),
+            channel_names: workload.channel_names(),
+            workload,
+            cfg,
+            states,
+            phase: AtomicU8::new(Phase::Register as u8),
+            registrations_ok: Arc::new(AtomicU64::new(0)),
+            registered: AtomicUsize::new(0),
+            all_registered_at: Mutex::new(None),
+            storm_done: AtomicUsize::new(0),
+            storm_done_at: Mutex::new(None),
+            restarts_sent: AtomicU64::new(0),
+        });
+        let started = Instant::now();
+        let mut ctl = Vec::with_capacity(n);
+        let mut tasks = Vec::with_capacity(n);
+        for node in 0..n {
+            let (tx, rx) = mpsc::channel(4);
+            ctl.push(tx);
+            tasks.push(tokio::spawn(node_main(node, sh.clone(), rx)));
+        }
+        Fleet {
+            sh,
+            ctl,
+            tasks,
+            churn: None,
+            started,
+        }
+    }
+
+    pub fn states(&self) -> Arc<NodeStates> {
+        self.sh.states.clone()
+    }
+
+    /// REGISTER commands answered OK so far.
+    pub fn registrations_ok(&self) -> u64 {
+        self.sh.registrations_ok.load(Ordering::Relaxed)
+    }
+
+    /// The live count of REGISTER OKs (for a progress display).
+    pub fn live_registrations(&self) -> Arc<AtomicU64> {
+        self.sh.registrations_ok.clone()
+    }
+
+    /// Nodes currently fully registered.
+    pub fn registered(&self) -> usize {
+        self.sh.registered.load(Ordering::SeqCst)
+    }
+
+    pub fn set_phase(&self, p: Phase) {
+        self.sh.phase.store(p as u8, Ordering::SeqCst);
+    }
+
+    /// Waits until every node is registered; returns the time from fleet
+    /// start until that moment, or None on timeout.
+    pub async fn wait_all_registered(&self, limit: Duration) -> Option<Duration> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.registered() == self.ctl.len()
+                && let Some(at) = *lock(&self.sh.all_registered_at)
+            {
+                return Some(at.saturating_duration_since(self.started));
+            }
+            sleep(Duration::from_millis(2)).await;
+        }
+        None
+    }
+
+    /// Starts restarting `per_sec * nodes` nodes per second, round robin,
+    /// as a rolling restart would.
+    pub fn start_churn(&mut self, per_sec: f64) {
+        if per_sec <= 0.0 {
+            return;
+        }
+        let ctl = self.ctl.clone();
+        let sh = self.sh.clone();
+        self.churn = Some(tokio::spawn(async move {
+            let tick = Duration::from_millis(100);
+            let per_tick = per_sec * ctl.len() as f64 * tick.as_secs_f64();
+            let mut owed = 0.0;
+            let mut next = 0usize;
+            let mut ticker = tokio::time::interval(tick);
+            loop {
+                ticker.tick().await;
+                owed += per_tick;
+                while owed >= 1.0 {
+                    owed -= 1.0;
+                    // A node still busy with its previous restart keeps it.
+                    if ctl[next]
+                        .try_send(Control::Restart { storm: false })
+                        .is_ok()
+                    {
+                        sh.restarts_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    next = (next + 1) % ctl.len();
+                }
+            }
+        }));
+    }
+
+    /// Stops the churn started by [`Fleet::start_churn`].
+    pub fn stop_churn(&mut self) {
+        if let Some(c) = self.churn.take() {
+            c.abort();
+        }
+    }
+
+    /// Restarts sent by the churn task.
+    pub fn churn_restarts(&self) -> u64 {
+        self.sh.restarts_sent.load(Ordering::Relaxed)
+    }
+
+    /// Drops every connection at once and waits (up to `limit`) for the
+    /// whole fleet to be registered again. Responses in between are counted
+    /// under [`Phase::Storm`].
+    pub async fn storm(&self, limit: Duration) -> StormOutcome {
+        self.sh.storm_done.store(0, Ordering::SeqCst);
+        *lock(&self.sh.storm_done_at) = None;
+        self.set_phase(Phase::Storm);
+        let t0 = Instant::now();
+        for c in &self.ctl {
+            let _ = c.send(Control::Restart { storm: true }).await;
+        }
+        let n = self.ctl.len();
+        let mut out = StormOutcome::default();
+        while t0.elapsed() < limit {
+            if self.sh.storm_done.load(Ordering::SeqCst) >= n
+                && let Some(at) = *lock(&self.sh.storm_done_at)
+            {
+                out.reregistered_after_s = Some(at.saturating_duration_since(t0).as_secs_f64());
+                break;
+            }
+            sleep(Duration::from_millis(2)).await;
+        }
+        self.set_phase(Phase::Steady);
+        out
+    }
+
+    /// Stops churn, closes every connection and returns the merged figures.
+    pub async fn stop(mut self) -> FleetStats {
+        self.stop_churn();
+        for c in &self.ctl {
+            let _ = c.send(Control::Stop).await;
+        }
+        let mut total = FleetStats::default();
+        for t in self.tasks.drain(..) {
+            match t.await {
+                Ok(s) => total.merge(&s),
+                Err(_) => total.errors.add("bench_task_failed"),
+            }
+        }
+        total
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a session ended.
+enum End {
+    Stop,
+    Restart { storm: bool },
+    Failed,
+}
+
+/// One node: sessions until told to stop.
+async fn node_main(node: usize, sh: Arc<Shared>, mut ctl: mpsc::Receiver<Control>) -> FleetStats {
+    let mut st = FleetStats::default();
+    let mut storm_pending = false;
+    let mut down_since: Option<Instant> = None;
+    loop {
+        st.sessions += 1;
+        let end = session(
+            node,
+            &sh,
+            &mut ctl,
+            &mut st,
+            &mut storm_pending,
+            &mut down_since,
+        )
+        .await;
+        match end {
+            End::Stop => break,
+            End::Restart { storm } => {
+                storm_pending |= storm;
+                down_since.get_or_insert_with(Instant::now);
+                sh.states.count_restart(node);
+            }
+            End::Failed => {
+                down_since.get_or_insert_with(Instant::now);
+                sh.states.count_restart(node);
+                tokio::select! {
+                    c = ctl.recv() => match c {
+                        Some(Control::Restart { storm }) => storm_pending |= storm,
+                        _ => break,
+                    },
+                    _ = sleep(sh.cfg.reconnect_delay) => {}
+                }
+            }
+        }
+    }
+    st
+}
+
+/// Marks the node unregistered when the session ends, before its connection
+/// is dropped (it is declared after the connection, so dropped first).
+struct UpGuard<'a> {
+    sh: &'a Shared,
+    node: usize,
+    up: bool,
+}
+
+impl UpGuard<'_> {
+    fn up(&mut self) {
+        self.up = true;
+        self.sh.states.mark_up(self.node);
+        let now_registered = self.sh.registered.fetch_add(1, Ordering::SeqCst) + 1;
+        if now_registered == self.sh.workload.nodes {
+            *lock(&self.sh.all_registered_at) = Some(Instant::now());
+        }
+    }
+}
+
+impl Drop for UpGuard<'_> {
+    fn drop(&mut self) {
+        if self.up {
+            self.sh.states.mark_down(self.node);
+            self.sh.registered.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The socket of one session plus its response bookkeeping.
+struct Conn {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    frames: FrameBuf,
+    /// Send time of every command still waiting for its response.
+    pending: VecDeque<Instant>,
+    timeout: Duration,
+}
+
+impl Conn {
+    async fn send(&mut self, buf: &[u8], commands: usize) -> Result<(), &'static str> {
+        let now = Instant::now();
+        match timeout(self.timeout, self.wr.write_all(buf)).await {
+            Err(_) => return Err("timeout"),
+            Ok(Err(e)) => return Err(io_kind(&e)),
+            Ok(Ok(())) => {}
+        }
+        self.pending.extend(std::iter::repeat_n(now, commands));
+        Ok(())
+    }
+
+    /// Reads once (waiting up to the timeout); returns the arrival time.
+    async fn fill(&mut self) -> Result<Instant, &'static str> {
+        match timeout(self.timeout, self.rd.read_buf(self.frames.spare(64 * 1024))).await {
+            Err(_) => Err("timeout"),
+            Ok(Err(e)) => Err(io_kind(&e)),
+            Ok(Ok(0)) => Err("closed_by_server"),
+            Ok(Ok(_)) => Ok(Instant::now()),
+        }
+    }
+
+    /// The next frame and its command's latency, reading as needed.
+    async fn response(&mut self, arrival: &mut Instant) -> Result<(Frame, Duration), &'static str> {
+        loop {
+            match self.frames.next_frame() {
+                Err(_) => return Err("bad_frame"),
+                Ok(Some(f)) => {
+                    let Some(sent) = self.pending.pop_front() else {
+                        return Err("unexpected_frame");
+                    };
+                    return Ok((f, arrival.saturating_duration_since(sent)));
+                }
+                Ok(None) => *arrival = self.fill().await?,
+            }
+        }
+    }
+}
+
+/// One connection's life: connect, IDENTIFY, REGISTER everything, PING.
+async fn session(
+    node: usize,
+    sh: &Shared,
+    ctl: &mut mpsc::Receiver<Control>,
+    st: &mut FleetStats,
+    storm_pending: &mut bool,
+    down_since: &mut Option<Instant>,
+) -> End {
+    let cfg = &sh.cfg;
+    let stream = match timeout(cfg.tcp_timeout, TcpStream::connect(&cfg.tcp_address)).await {
+        Err(_) => {
+            st.errors.add("connect_timeout");
+            return End::Failed;
+        }
+        Ok(Err(e)) => {
+            st.errors.add(match io_kind(&e) {
+                "connect_refused" => "connect_refused",
+                other => other,
+            });
+            return End::Failed;
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut conn = Conn {
+        rd,
+        wr,
+        frames: FrameBuf::default(),
+        pending: VecDeque::with_capacity(cfg.window),
+        timeout: cfg.tcp_timeout,
+    };
+    let mut guard = UpGuard {
+        sh,
+        node,
+        up: false,
+    };
+    let fail = |st: &mut FleetStats, kind: &str| {
+        st.errors.add(kind);
+        End::Failed
+    };
+
+    // Magic + IDENTIFY, answered by a JSON object.
+    let mut out = Vec::with_capacity(64 * 1024);
+    out.extend_from_slice(wire::MAGIC);
+    wire::put_identify(&mut out, &Workload::identify_body(node));
+    if let Err(k) = conn.send(&out, 1).await {
+        return fail(st, k);
+    }
+    let mut arrival = Instant::now();
+    match conn.response(&mut arrival).await {
+        Err(k) => return fail(st, k),
+        Ok((Frame::Data(d), lat)) if d.first() == Some(&b'{') => st.latency[sh.phase()].record(lat),
+        Ok((Frame::Error(_), _)) => return fail(st, "error_response"),
+        Ok(_) => return fail(st, "bad_identify_answer"),
+    }
+
+    // REGISTER topic, then REGISTER topic channel for each channel.
+    let w = &sh.workload;
+    let per_topic = 1 + w.channels;
+    let total = w.registrations_per_node();
+    let mut next = 0;
+    while next < total || !conn.pending.is_empty() {
+        match ctl.try_recv() {
+            Ok(Control::Restart { storm }) => return End::Restart { storm },
+            Ok(Control::Stop) | Err(mpsc::error::TryRecvError::Disconnected) => return End::Stop,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        if next < total && conn.pending.len() < cfg.window {
+            let n = (cfg.window - conn.pending.len()).min(total - next);
+            out.clear();
+            for j in next..next + n {
+                let topic = &sh.topic_names[w.topic_of(node, j / per_topic)];
+                let channel = match j % per_topic {
+                    0 => None,
+                    c => Some(sh.channel_names[c - 1].as_str()),
+                };
+                wire::put_register(&mut out, topic, channel);
+            }
+            if let Err(k) = conn.send(&out, n).await {
+                return fail(st, k);
+            }
+            next += n;
+        }
+        // Take every response already here (at least one).
+        let arrival = match conn.fill().await {
+            Ok(a) => a,
+            Err(k) => return fail(st, k),
+        };
+        let phase = sh.phase();
+        let mut oks = 0;
+        loop {
+            match conn.frames.next_frame() {
+                Err(_) => return fail(st, "bad_frame"),
+                Ok(None) => break,
+                Ok(Some(f)) => {
+                    let Some(sent) = conn.pending.pop_front() else {
+                        return fail(st, "unexpected_frame");
+                    };
+                    st.latency[phase].record(arrival.saturating_duration_since(sent));
+                    match f {
+                        Frame::Ok => oks += 1,
+                        Frame::Error(_) => return fail(st, "error_response"),
+                        Frame::Data(_) => return fail(st, "bad_register_answer"),
+                    }
+                }
+            }
+        }
+        st.registrations[phase] += oks;
+        sh.registrations_ok.fetch_add(oks, Ordering::Relaxed);
+    }
+
+    // Fully registered.
+    guard.up();
+    if let Some(t) = down_since.take() {
+        st.reregistration.record(t.elapsed());
+    }
+    if *storm_pending {
+        *storm_pending = false;
+        if sh.storm_done.fetch_add(1, Ordering::SeqCst) + 1 == w.nodes {
+            *lock(&sh.storm_done_at) = Some(Instant::now());
+        }
+    }
+
+    // Heartbeats, spread over the interval so the fleet does not ping at once.
+    let offset = cfg.ping_interval.mul_f64(node as f64 / w.nodes as f64);
+    let mut next_ping = tokio::time::Instant::now() + offset;
+    loop {
+        tokio::select! {
+            c = ctl.recv() => {
+                return match c {
+                    Some(Control::Restart { storm }) => End::Restart { storm },
+                    _ => End::Stop,
+                };
+            }
+            _ = sleep_until(next_ping) => {
+                next_ping += cfg.ping_interval;
+                out.clear();
+                wire::put_ping(&mut out);
+                if let Err(k) = conn.send(&out, 1).await {
+                    return fail(st, k);
+                }
+                let mut arrival = Instant::now();
+                match conn.response(&mut arrival).await {
+                    Err(k) => return fail(st, k),
+                    Ok((Frame::Ok, lat)) => {
+                        st.latency[sh.phase()].record(lat);
+                        st.pings += 1;
+                    }
+                    Ok((Frame::Error(_), _)) => return fail(st, "error_response"),
+                    Ok(_) => return fail(st, "bad_ping_answer"),
+                }
+            }
+            r = conn.rd.read_buf(conn.frames.spare(4096)) => {
+                return fail(st, match r {
+                    Ok(0) => "closed_by_server",
+                    Ok(_) => "unexpected_frame",
+                    Err(e) => io_kind(&e),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_state_words() {
+        let s = NodeStates::new(2);
+        let w0 = s.snapshot(0);
+        assert!(!NodeStates::is_registered(w0));
+        s.mark_up(0);
+        let w1 = s.snapshot(0);
+        assert!(NodeStates::is_registered(w1));
+        s.mark_down(0);
+        let w2 = s.snapshot(0);
+        assert!(!NodeStates::is_registered(w2));
+        s.mark_up(0);
+        let w3 = s.snapshot(0);
+        assert!(NodeStates::is_registered(w3));
+        // Every transition gives a new word: a down-up between two readings shows.
+        let all = [w0, w1, w2, w3];
+        for i in 0..4 {
+            for j in i + 1..4 {
+                assert_ne!(all[i], all[j]);
+            }
+        }
+        assert!(!s.has_restarted(0));
+        s.count_restart(0);
+        assert!(s.has_restarted(0));
+        assert!(NodeStates::is_registered(
+            NodeStates::all_registered(3).snapshot(2)
+        ));
+        assert_eq!(s.snapshot(99), 0);
+    }
+}

@@ -1,0 +1,91 @@
+//! `nsqlookupd-bench`: a fleet load generator for any nsqlookupd.
+//!
+//! It simulates nsqd nodes over the real TCP protocol and consumers over the
+//! HTTP API, measures what they experience, checks the answers against what
+//! it registered, and compares the HTTP figures with a fixed-answer ceiling
+//! server. See `perf/README.md`.
+
+#[cfg(test)]
+mod blackbox;
+mod ceiling;
+mod check;
+mod cli;
+mod consumers;
+mod fleet;
+mod httpc;
+mod modes;
+mod plot;
+mod presets;
+mod procstat;
+mod progress;
+mod report;
+mod scheme;
+mod stats;
+mod wire;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Cmd};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // On one core (the usual `taskset -c 1` setup) a single-threaded
+    // runtime does the same work with less scheduling overhead, which
+    // leaves more of the core for generating load.
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let built = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nsqlookupd-bench: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let (outcome, output) = match cli.cmd {
+            Cmd::ServeCeiling { listen, body_size } => {
+                return modes::serve_ceiling(&listen, body_size)
+                    .await
+                    .map(|()| true);
+            }
+            Cmd::Run(a) => {
+                let out = a.output.clone();
+                (modes::run(a).await?, out)
+            }
+            Cmd::Fleet(a) => {
+                let out = a.output.clone();
+                (modes::fleet_only(a).await?, out)
+            }
+            Cmd::Consumers(a) => {
+                let out = a.output.clone();
+                (modes::consumers_only(a).await?, out)
+            }
+            Cmd::Ceiling(a) => {
+                let out = a.output.clone();
+                (modes::ceiling(a).await?, out)
+            }
+        };
+        modes::finish(&outcome, &output)?;
+        Ok::<bool, String>(outcome.report.passed)
+    });
+    // Node tasks may still be winding down; do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("nsqlookupd-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Measures this project's nsqlookupd at the three presets, each followed by
+# the ceiling server on the same core, as in the README's results table.
+#
+#   perf/measure.sh [OUT_DIR] [PRESET...]        (default: perf/results small medium large)
+#
+# Server (and ceiling server) pinned to core 0, load generator to core 1.
+# A fresh server is started for every preset. Extra bench options can be
+# passed in BENCH_ARGS (e.g. BENCH_ARGS="--duration 20s"). SERVER_BIN picks
+# a prebuilt server (e.g. one built from a clean `git archive HEAD`, so that
+# uncommitted work does not end up in the figures); SERVER_COMMIT labels it;
+# BENCH_BIN picks a prebuilt bench. NICE (e.g. -10, needs root) runs server
+# and bench at that priority, so that other work on a shared machine
+# disturbs the figures less (the report still shows how busy the machine was);
+# RT (e.g. 10, needs root) runs them SCHED_FIFO at that priority instead, which
+# keeps other processes off their cores entirely while they have work.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=${1:-perf/results}
+shift || true
+presets=("$@")
+[ ${#presets[@]} -eq 0 ] && presets=(small medium large)
+mkdir -p "$out"
+
+bench=${BENCH_BIN:-target/release/nsqlookupd-bench}
+if [ -n "${SERVER_BIN:-}" ]; then
+    [ -n "${BENCH_BIN:-}" ] || cargo build --release --bin nsqlookupd-bench
+    server=$SERVER_BIN
+    commit=${SERVER_COMMIT:-unknown}
+else
+    cargo build --release --bin nsqlookupd --bin nsqlookupd-bench
+    server=target/release/nsqlookupd
+    commit=$(git rev-parse --short HEAD)
+    if ! git diff --quiet HEAD -- src; then commit="$commit+dirty"; fi
+fi
+
+prio=()
+[ -n "${NICE:-}" ] && prio=(nice -n "$NICE")
+[ -n "${RT:-}" ] && prio=(chrt -f "$RT")
+
+for preset in "${presets[@]}"; do
+    log=$(mktemp)
+    "${prio[@]}" taskset -c 0 "$server" --tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0 2>"$log" &
+    pid=$!
+    for _ in $(seq 100); do grep -q 'HTTP: listening' "$log" && break; sleep 0.1; done
+    tcp=$(grep -o 'TCP: listening on [0-9.:]*' "$log" | awk '{print $4}')
+    http=$(grep -o 'HTTP: listening on [0-9.:]*' "$log" | awk '{print $4}')
+    echo "== $preset: server pid $pid tcp $tcp http $http (commit $commit)"
+    set +e
+    # shellcheck disable=SC2086
+    "${prio[@]}" taskset -c 1 "$bench" run --preset "$preset" \
+        --tcp-address "$tcp" --http-address "$http" --server-pid "$pid" \
+        --duration 15s --ceiling --ceiling-cpus 0 --label "nsqlookupd-rs $commit" \
+        --json "$out/$preset.json" --plot "$out/$preset.svg" ${BENCH_ARGS:-} | tee "$out/$preset.txt"
+    status=${PIPESTATUS[0]}
+    set -e
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -f "$log"
+    echo "== $preset: exit $status"
+done

@@ -1,0 +1,525 @@
+//! Every figure of a run: the structure written by `--json`, and the
+//! summary table printed at the end.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::presets::Preset;
+use crate::procstat::ProcDelta;
+use crate::scheme::Workload;
+use crate::stats::{Errors, LatencySummary};
+
+/// Everything measured in one invocation.
+#[derive(Serialize, Default)]
+pub struct Report {
+    pub tool: String,
+    pub mode: String,
+    pub label: Option<String>,
+    /// Unix time the run started.
+    pub started_at_unix: u64,
+    pub tcp_address: Option<String>,
+    pub http_address: Option<String>,
+    pub server_pid: Option<u32>,
+    pub workload: Option<WorkloadReport>,
+    pub registration: Option<RegistrationReport>,
+    pub steady: Option<SteadyReport>,
+    pub storm: Option<StormReport>,
+    /// Consumer load against the server under test.
+    pub lookups: Option<LoadReport>,
+    /// The same consumer load against the built-in fixed-answer server.
+    pub ceiling: Option<LoadReport>,
+    pub checks: ChecksReport,
+    /// TCP errors over the whole run, by kind.
+    pub tcp_errors: Errors,
+    /// Whether the run passed (every check correct, fleet registered).
+    pub passed: bool,
+    /// Why it did not.
+    pub problems: Vec<String>,
+    /// The fleet and consumer options used (durations as seconds + nanos).
+    pub settings: serde_json::Value,
+    /// How long the server kept working after the fleet disconnected.
+    pub disconnect_cleanup: Option<CleanupReport>,
+}
+
+/// The server's work after every node disconnected (`--server-pid` only).
+#[derive(Serialize, Default)]
+pub struct CleanupReport {
+    /// Wall time from closing the connections until the server was idle.
+    pub seconds: f64,
+    /// Server CPU time used meanwhile.
+    pub server_cpu_s: f64,
+    /// False if it was still busy when the bench stopped waiting.
+    pub completed: bool,
+}
+
+#[derive(Serialize)]
+pub struct WorkloadReport {
+    pub preset: Option<Preset>,
+    #[serde(flatten)]
+    pub shape: Workload,
+    pub total_registrations: u64,
+    /// Topics with at least one producer (the ones consumers look up).
+    pub registered_topics: usize,
+    pub producers_per_topic_min: usize,
+    pub producers_per_topic_max: usize,
+    /// Size of a `/lookup` answer for one topic, computed from the scheme.
+    pub lookup_answer_bytes_estimate: usize,
+}
+
+impl WorkloadReport {
+    pub fn new(w: &Workload, preset: Option<Preset>) -> Self {
+        let covered = w.covered_topics();
+        let (lo, hi) = if covered == 0 {
+            (0, 0)
+        } else {
+            // Counts differ by at most one between topics: the first and
+            // the last registered topic hold both extremes.
+            let a = w.producers_of(0).count();
+            let b = w.producers_of(covered - 1).count();
+            (a.min(b), a.max(b))
+        };
+        WorkloadReport {
+            preset,
+            shape: w.clone(),
+            total_registrations: w.total_registrations(),
+            registered_topics: covered,
+            producers_per_topic_min: lo,
+            producers_per_topic_max: hi,
+            lookup_answer_bytes_estimate: w.lookup_answer_size(0),
+        }
+    }
+}
+
+/// The initial registration of the whole fleet.
+#[derive(Serialize, Default)]
+pub struct RegistrationReport {
+    /// Whether every node finished registering in time.
+    pub completed: bool,
+    /// From the first connect to the last node's last REGISTER answered.
+    pub seconds: f64,
+    /// REGISTER commands answered OK.
+    pub registrations: u64,
+    pub per_second: f64,
+    /// REGISTER commands in flight per connection (1 = like nsqd).
+    pub window: usize,
+    /// Latency of every TCP response (IDENTIFY and REGISTER) in this phase.
+    pub tcp_latency: LatencySummary,
+    pub server: Option<ProcDelta>,
+    /// Server CPU time (user + system) per registration, microseconds.
+    pub server_cpu_us_per_registration: Option<f64>,
+    pub load_generator: Option<ProcDelta>,
+    pub machine: Option<MachineLoad>,
+}
+
+/// How busy the whole machine was during a phase.
+#[derive(Serialize, Default, Clone, Debug)]
+pub struct MachineLoad {
+    /// Cores in the machine.
+    pub cores: f64,
+    /// Cores busy on average: all processes, interrupts and softirqs.
+    pub busy_cores: f64,
+    /// Of which interrupts and softirqs (on loopback, mostly the kernel
+    /// carrying the benchmark's own traffic, charged to no process).
+    pub interrupt_cores: f64,
+    /// Cores spent running processes other than the server and the load
+    /// generator: anything well above zero means the figures were disturbed.
+    pub other_cores: f64,
+}
+
+/// After registration: heartbeats and churn.
+#[derive(Serialize, Default)]
+pub struct SteadyReport {
+    pub pings: u64,
+    /// Latency of PINGs and churn re-registrations.
+    pub tcp_latency: LatencySummary,
+    /// Configured fraction of nodes restarted per second.
+    pub churn_per_s: f64,
+    pub churn_restarts: u64,
+    /// REGISTER commands answered OK outside the initial phase and storms.
+    pub registrations: u64,
+    /// From a node's disconnect (churn or failure) to it being fully
+    /// registered again.
+    pub reregistration: LatencySummary,
+    pub sessions: u64,
+}
+
+/// A reconnect storm.
+#[derive(Serialize, Default)]
+pub struct StormReport {
+    /// Seconds into the consumer phase it was triggered.
+    pub at_s: f64,
+    /// Seconds until every node was registered again (None: not in time).
+    pub reregistered_after_s: Option<f64>,
+    pub registrations: u64,
+    /// Every TCP response during the storm; `max_us` is the worst an nsqd saw.
+    pub tcp_latency: LatencySummary,
+}
+
+/// A consumer load run.
+#[derive(Serialize, Default)]
+pub struct LoadReport {
+    pub http_address: String,
+    /// "closed" or "open".
+    pub loop_kind: String,
+    /// Target rate when open loop.
+    pub rate: f64,
+    pub workers: usize,
+    pub seconds: f64,
+    /// Requests answered 200.
+    pub requests_ok: u64,
+    pub per_second: f64,
+    pub ok_by_kind: BTreeMap<String, u64>,
+    /// Mean body size of `/lookup` answers (or of every answer, ceiling).
+    pub mean_body_bytes: Option<usize>,
+    /// From the scheduled time (open loop) or the send (closed loop).
+    pub latency: LatencySummary,
+    /// From the actual send.
+    pub service_time: LatencySummary,
+    pub errors: Errors,
+    pub connects: u64,
+    /// Open loop: requests due before the end but never sent because the
+    /// server was too slow (each would have had a latency of at least the
+    /// time it was overdue).
+    pub unsent: u64,
+    pub server: Option<ProcDelta>,
+    pub load_generator: Option<ProcDelta>,
+    pub machine: Option<MachineLoad>,
+}
+
+#[derive(Serialize, Default)]
+pub struct ChecksReport {
+    /// Answers checked while under load.
+    pub sampled: u64,
+    pub sampled_failed: u64,
+    /// `/lookup` answers checked once the load stopped (fleet at rest).
+    pub final_checked: u64,
+    pub final_failed: u64,
+    /// The first problems found.
+    pub failures: Vec<String>,
+}
+
+/// `1234` us as `1.23ms`, etc.
+pub fn fmt_us(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us}us")
+    } else if us < 1_000_000 {
+        format!("{:.2}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
+
+/// Seconds with a unit that keeps three significant figures.
+pub fn fmt_secs(s: f64) -> String {
+    fmt_us((s * 1e6) as u64)
+}
+
+/// `1234567` as `1,234,567`.
+pub fn fmt_int(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn latency_row(out: &mut String, name: &str, s: &LatencySummary) {
+    let _ = writeln!(
+        out,
+        "  {:<22} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6}",
+        name,
+        fmt_int(s.count),
+        fmt_us(s.p50_us),
+        fmt_us(s.p90_us),
+        fmt_us(s.p99_us),
+        fmt_us(s.p999_us),
+        fmt_us(s.max_us),
+        fmt_int(s.over_100ms),
+        fmt_int(s.over_1s)
+    );
+}
+
+fn latency_header(out: &mut String, title: &str) {
+    let _ = writeln!(
+        out,
+        "  {:<22} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6}",
+        title, "count", "p50", "p90", "p99", "p99.9", "max", ">100ms", ">1s"
+    );
+}
+
+fn machine_text(m: &Option<MachineLoad>) -> Option<String> {
+    m.as_ref().map(|m| {
+        format!(
+            "machine: {:.2} of {:.0} cores busy ({:.2} in interrupts), {:.2} by other processes{}",
+            m.busy_cores,
+            m.cores,
+            m.interrupt_cores,
+            m.other_cores,
+            if m.other_cores > 0.15 {
+                " (DISTURBED)"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+fn proc_text(p: &Option<ProcDelta>) -> String {
+    match p {
+        Some(p) => format!(
+            "{:.2} CPU-s ({:.0}% of a core), RSS {} (peak {})",
+            p.cpu_s,
+            p.cores * 100.0,
+            fmt_mib(p.rss_end_kib),
+            fmt_mib(p.peak_rss_kib)
+        ),
+        None => "-".into(),
+    }
+}
+
+impl Report {
+    /// The human summary printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "== {} {} ==", self.tool, self.mode);
+        if let Some(l) = &self.label {
+            let _ = writeln!(o, "label: {l}");
+        }
+        if let Some(w) = &self.workload {
+            let _ = writeln!(
+                o,
+                "workload: {}{} nodes x {} topics over {} topics x {} channels = {} REGISTERs; {}-{} producers/topic; /lookup ~{} B",
+                w.preset
+                    .map(|p| format!("{p:?} = ").to_lowercase())
+                    .unwrap_or_default(),
+                w.shape.nodes,
+                fmt_int(w.shape.topics_per_node as u64),
+                fmt_int(w.shape.topic_universe as u64),
+                w.shape.channels,
+                fmt_int(w.total_registrations),
+                w.producers_per_topic_min,
+                w.producers_per_topic_max,
+                fmt_int(w.lookup_answer_bytes_estimate as u64)
+            );
+        }
+        if let Some(r) = &self.registration {
+            let _ = writeln!(
+                o,
+                "registration: {} REGISTERs in {} = {} reg/s (window {}){}",
+                fmt_int(r.registrations),
+                fmt_secs(r.seconds),
+                fmt_int(r.per_second as u64),
+                r.window,
+                if r.completed { "" } else { "  (INCOMPLETE)" }
+            );
+            if r.server.is_some() {
+                let _ = writeln!(
+                    o,
+                    "  server: {}; {:.2} us CPU per registration",
+                    proc_text(&r.server),
+                    r.server_cpu_us_per_registration.unwrap_or(0.0)
+                );
+            }
+            if r.load_generator.is_some() {
+                let _ = writeln!(o, "  load generator: {}", proc_text(&r.load_generator));
+            }
+            if let Some(m) = machine_text(&r.machine) {
+                let _ = writeln!(o, "  {m}");
+            }
+        }
+        let tcp_rows: Vec<(&str, &LatencySummary)> = [
+            self.registration
+                .as_ref()
+                .map(|r| ("registration", &r.tcp_latency)),
+            self.steady
+                .as_ref()
+                .map(|s| ("steady (ping, churn)", &s.tcp_latency)),
+            self.storm
+                .as_ref()
+                .map(|s| ("reconnect storm", &s.tcp_latency)),
+            self.steady
+                .as_ref()
+                .filter(|s| s.reregistration.count > 0)
+                .map(|s| ("node re-registration", &s.reregistration)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !tcp_rows.is_empty() {
+            latency_header(&mut o, "TCP response latency");
+            for (name, s) in tcp_rows {
+                latency_row(&mut o, name, s);
+            }
+        }
+        if let Some(c) = &self.disconnect_cleanup {
+            let _ = writeln!(
+                o,
+                "fleet disconnect: server busy for {} after the connections closed ({:.2} CPU-s){}",
+                fmt_secs(c.seconds),
+                c.server_cpu_s,
+                if c.completed {
+                    ""
+                } else {
+                    ", STILL BUSY when the bench stopped waiting"
+                }
+            );
+        }
+        if let Some(s) = &self.steady {
+            let _ = writeln!(
+                o,
+                "steady: {} pings; churn {:.3}/s -> {} restarts, {} re-REGISTERs; {} TCP sessions",
+                fmt_int(s.pings),
+                s.churn_per_s,
+                fmt_int(s.churn_restarts),
+                fmt_int(s.registrations),
+                fmt_int(s.sessions)
+            );
+        }
+        if let Some(s) = &self.storm {
+            let _ = writeln!(
+                o,
+                "storm at {:.1} s: whole fleet re-registered after {}; {} REGISTERs; worst response {}",
+                s.at_s,
+                s.reregistered_after_s
+                    .map(fmt_secs)
+                    .unwrap_or_else(|| "NOT COMPLETED".into()),
+                fmt_int(s.registrations),
+                fmt_us(s.tcp_latency.max_us)
+            );
+        }
+        let loads: Vec<(&str, &LoadReport)> = [
+            self.lookups.as_ref().map(|l| ("server", l)),
+            self.ceiling.as_ref().map(|l| ("ceiling", l)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !loads.is_empty() {
+            let _ = writeln!(
+                o,
+                "  {:<22} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "HTTP load", "req/s", "p50", "p90", "p99", "p99.9", "max", "errors"
+            );
+            for (name, l) in &loads {
+                let _ = writeln!(
+                    o,
+                    "  {:<22} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    name,
+                    fmt_int(l.per_second as u64),
+                    fmt_us(l.latency.p50_us),
+                    fmt_us(l.latency.p90_us),
+                    fmt_us(l.latency.p99_us),
+                    fmt_us(l.latency.p999_us),
+                    fmt_us(l.latency.max_us),
+                    fmt_int(l.errors.total())
+                );
+            }
+            for (name, l) in &loads {
+                let _ = writeln!(
+                    o,
+                    "  {name}: {} loop{}, {} workers, {:.1} s, {} ok, body ~{} B, {} connects",
+                    l.loop_kind,
+                    if l.rate > 0.0 {
+                        format!(" at {}/s", fmt_int(l.rate as u64))
+                    } else {
+                        String::new()
+                    },
+                    l.workers,
+                    l.seconds,
+                    fmt_int(l.requests_ok),
+                    l.mean_body_bytes
+                        .map(|b| fmt_int(b as u64))
+                        .unwrap_or("-".into()),
+                    l.connects
+                );
+                if l.unsent > 0 {
+                    let _ = writeln!(
+                        o,
+                        "    {} requests fell due but were never sent: the server fell behind the rate",
+                        fmt_int(l.unsent)
+                    );
+                }
+                if l.server.is_some() {
+                    let _ = writeln!(o, "    server: {}", proc_text(&l.server));
+                }
+                if l.load_generator.is_some() {
+                    let _ = writeln!(o, "    load generator: {}", proc_text(&l.load_generator));
+                }
+                if let Some(m) = machine_text(&l.machine) {
+                    let _ = writeln!(o, "    {m}");
+                }
+                if !l.errors.0.is_empty() {
+                    let _ = writeln!(o, "    errors: {:?}", l.errors.0);
+                }
+            }
+            if let (Some(s), Some(c)) = (&self.lookups, &self.ceiling)
+                && c.per_second > 0.0
+            {
+                let _ = writeln!(
+                    o,
+                    "  server reaches {:.0}% of the ceiling's req/s",
+                    s.per_second / c.per_second * 100.0
+                );
+            }
+        }
+        if !self.tcp_errors.0.is_empty() {
+            let _ = writeln!(o, "TCP errors: {:?}", self.tcp_errors.0);
+        }
+        let c = &self.checks;
+        let _ = writeln!(
+            o,
+            "checks: {} sampled under load ({} failed), {} topics at rest ({} failed)",
+            fmt_int(c.sampled),
+            c.sampled_failed,
+            fmt_int(c.final_checked),
+            c.final_failed
+        );
+        for f in &c.failures {
+            let _ = writeln!(o, "  ! {f}");
+        }
+        let _ = writeln!(o, "result: {}", if self.passed { "PASS" } else { "FAIL" });
+        for p in &self.problems {
+            let _ = writeln!(o, "  ! {p}");
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(fmt_us(850), "850us");
+        assert_eq!(fmt_us(1_250), "1.25ms");
+        assert_eq!(fmt_us(2_500_000), "2.50s");
+        assert_eq!(fmt_int(0), "0");
+        assert_eq!(fmt_int(999), "999");
+        assert_eq!(fmt_int(1_000), "1,000");
+        assert_eq!(fmt_int(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn table_says_fail_with_reasons() {
+        let r = Report {
+            tool: "t".into(),
+            mode: "run".into(),
+            problems: vec!["a check failed".into()],
+            ..Default::default()
+        };
+        let t = r.table();
+        assert!(t.contains("result: FAIL"));
+        assert!(t.contains("a check failed"));
+    }
+}
