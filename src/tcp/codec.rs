@@ -318,6 +318,7 @@ impl Decoder for LookupCodec {
         match self.state {
             State::Magic | State::Line => {
                 src.clear();
+                self.scanned = 0;
                 Ok(None)
             }
             State::BodySize => Err(CodecError::BodySizeTruncated),

@@ -1,0 +1,2 @@
+  V1PING
+PING
