@@ -34,10 +34,7 @@ fn main() -> ExitCode {
         Ok(n) => info!("file descriptor limit: {n}"),
         Err(e) => warn!("could not raise the file descriptor limit - {e}"),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             error!(target: logging::FATAL, "failed to start the runtime - {e}");
@@ -56,6 +53,26 @@ fn main() -> ExitCode {
         server.run_until(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// The async runtime. On one CPU (a container limited to one core, or the
+/// process pinned with `taskset`), a single-threaded scheduler: with one
+/// worker there is nothing to steal, and the multi-threaded scheduler's
+/// cross-thread wake-ups and queues cost every request for nothing. With
+/// more CPUs, tokio's multi-threaded scheduler with one worker per CPU.
+/// Heavy work never runs on the workers either way (`http::handlers`,
+/// `tcp::janitor`).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
