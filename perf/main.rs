@@ -31,19 +31,10 @@ use cli::{Cli, Cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // On one core (the usual `taskset -c 1` setup) a single-threaded
-    // runtime does the same work with less scheduling overhead, which
-    // leaves more of the core for generating load.
-    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
-    let built = if one_core {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    };
+    // On one core (the usual `taskset -c 1` setup) the server's own choice
+    // applies here too: a single-threaded runtime leaves more of the core
+    // for generating load.
+    let built = nsqlookupd::server::runtime();
     let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {

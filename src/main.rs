@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use nsqlookupd::config::{self, Parsed};
 use nsqlookupd::logging;
-use nsqlookupd::server::Server;
+use nsqlookupd::server::{self, Server};
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Ok(n) => info!("file descriptor limit: {n}"),
         Err(e) => warn!("could not raise the file descriptor limit - {e}"),
     }
-    let runtime = match runtime() {
+    let runtime = match server::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             error!(target: logging::FATAL, "failed to start the runtime - {e}");
@@ -53,26 +53,6 @@ fn main() -> ExitCode {
         server.run_until(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
-}
-
-/// The async runtime. On one CPU (a container limited to one core, or the
-/// process pinned with `taskset`), a single-threaded scheduler: with one
-/// worker there is nothing to steal, and the multi-threaded scheduler's
-/// cross-thread wake-ups and queues cost every request for nothing. With
-/// more CPUs, tokio's multi-threaded scheduler with one worker per CPU.
-/// Heavy work never runs on the workers either way (`http::handlers`,
-/// `tcp::janitor`).
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -29,6 +29,26 @@ use crate::tcp::{self, TcpContext};
 /// How long shutdown waits for connections to finish.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(800);
 
+/// The async runtime. On one CPU (a container limited to one core, or the
+/// process pinned with `taskset`), a single-threaded scheduler: with one
+/// worker there is nothing to steal, and the multi-threaded scheduler's
+/// cross-thread wake-ups and queues cost every request for nothing. With
+/// more CPUs, tokio's multi-threaded scheduler with one worker per CPU.
+/// Heavy work never runs on the workers either way (`http::handlers`,
+/// `tcp::janitor`).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+}
+
 /// A listen address could not be bound.
 #[derive(Debug)]
 pub struct BindError {
