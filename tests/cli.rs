@@ -11,7 +11,8 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use common::{
-    Exit, Server, http_get, http_post, identify_command, run_to_exit, tcp_connect, tcp_roundtrip,
+    Exit, Server, http_get, http_post, identify_command, producer_addresses, run_to_exit,
+    tcp_connect, tcp_roundtrip,
 };
 use serde_json::Value;
 
@@ -112,17 +113,7 @@ fn ping(stream: &mut TcpStream) {
 fn lookup_producers(server: &Server, topic: &str) -> Vec<String> {
     let r = http_get(server.http_addr(), &format!("/lookup?topic={topic}"));
     assert_eq!(r.status, 200, "GET /lookup?topic={topic}: {}", r.text());
-    r.json()["producers"]
-        .as_array()
-        .unwrap_or_else(|| panic!("/lookup without a producers array: {}", r.text()))
-        .iter()
-        .map(|p| {
-            p["broadcast_address"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect()
+    producer_addresses(&r.json())
 }
 
 /// Polls `/lookup?topic=` until `want(producers)` holds, calling `tick`

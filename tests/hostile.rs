@@ -42,7 +42,7 @@ use socket2::{Domain, Socket, Type};
 
 use common::{
     FrameError, HttpResponse, Server, http_get, http_request, identify_command, proc_status_bytes,
-    read_frame, read_http_response, tcp_connect,
+    producer_addresses, read_frame, read_http_response, tcp_connect,
 };
 
 const MIB: u64 = 1 << 20;
@@ -185,30 +185,16 @@ fn lookup_producers(server: &Server, topic: &str) -> Option<Vec<String>> {
     let r = http_get(server.http_addr(), &format!("/lookup?topic={topic}"));
     match r.status {
         404 => None,
-        200 => Some(broadcast_addresses(&r.json())),
+        200 => Some(producer_addresses(&r.json())),
         s => panic!("/lookup?topic={topic}: HTTP {s} {}", r.text()),
     }
-}
-
-fn broadcast_addresses(v: &Value) -> Vec<String> {
-    v["producers"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no producers array in {v}"))
-        .iter()
-        .map(|p| {
-            p["broadcast_address"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect()
 }
 
 /// Broadcast addresses listed by `/nodes`.
 fn nodes(server: &Server) -> Vec<String> {
     let r = http_get(server.http_addr(), "/nodes");
     assert_eq!(r.status, 200, "/nodes: {}", r.text());
-    broadcast_addresses(&r.json())
+    producer_addresses(&r.json())
 }
 
 fn topics(server: &Server) -> Vec<String> {
@@ -397,7 +383,7 @@ fn lookup_probe(http: SocketAddr, topic: &str) -> Result<Duration, String> {
     }
     let listed = serde_json::from_slice::<Value>(&r.body)
         .ok()
-        .map(|v| broadcast_addresses(&v))
+        .map(|v| producer_addresses(&v))
         .unwrap_or_default();
     if !listed.iter().any(|a| a == GOOD_ADDR) {
         return Err(format!(
@@ -1038,7 +1024,7 @@ fn tcp_nul_and_non_utf8_names() {
             }
             let r = http_get(server.http_addr(), "/nodes");
             assert_eq!(r.status, 200);
-            let listed = broadcast_addresses(&r.json());
+            let listed = producer_addresses(&r.json());
             assert!(
                 listed.iter().any(|a| a == "nul\0nsqd"),
                 "/nodes must list the escaped NUL address as JSON: {}",
@@ -1892,7 +1878,7 @@ fn http_many_idle_keepalive_connections() {
                 .response()
                 .expect("/lookup on an idle keep-alive connection");
             worst = worst.max(started.elapsed());
-            assert_eq!(broadcast_addresses(&r.json()), [GOOD_ADDR]);
+            assert_eq!(producer_addresses(&r.json()), [GOOD_ADDR]);
         }
         eprintln!(
             "[{label}] {IDLE} idle keep-alive connections held; /lookup on 1 in 50 of \
@@ -1947,7 +1933,7 @@ fn http_bad_percent_encoding_and_non_utf8_query() {
         }
         // A valid escape still decodes.
         let r = http_get(http, "/lookup?topic=good-%74opic");
-        assert_eq!(broadcast_addresses(&r.json()), [GOOD_ADDR]);
+        assert_eq!(producer_addresses(&r.json()), [GOOD_ADDR]);
         // An invalid escape in the path.
         let r = http_get(http, "/lookup%ZZ?topic=good-topic");
         assert_eq!(r.status, 400, "{}", r.text());
@@ -2026,7 +2012,7 @@ fn http_pipelined_requests() {
             let r = next("/ping");
             assert_eq!((r.status, r.text()), (200, "OK".into()));
             let r = next("/lookup good");
-            assert_eq!(broadcast_addresses(&r.json()), [GOOD_ADDR]);
+            assert_eq!(producer_addresses(&r.json()), [GOOD_ADDR]);
             let r = next("/lookup missing");
             assert_eq!(
                 (r.status, json_message(&r)),
@@ -2056,7 +2042,7 @@ fn http_pipelined_requests() {
                 assert_eq!((r.status, r.text()), (200, "OK".into()), "/ping #{i}");
             }
             let r = next("/nodes");
-            assert_eq!(broadcast_addresses(&r.json()), [GOOD_ADDR]);
+            assert_eq!(producer_addresses(&r.json()), [GOOD_ADDR]);
             c.expect_closed(PROMPTLY, "after Connection: close");
         },
     );

@@ -167,15 +167,7 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsqlookupd"));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let argv = format!("{cmd:?}");
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {argv}: {e}"));
+        let (mut child, argv) = spawn_binary(args);
         let pid = child.id();
 
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -367,9 +359,9 @@ pub struct Exit {
     pub stderr: String,
 }
 
-/// Runs the binary with `args` and waits until it exits by itself; if it is
-/// still running after `deadline`, kills it and panics with its output.
-pub fn run_to_exit<I, S>(args: I, deadline: Duration) -> Exit
+/// Starts the binary with `args`, stdin closed and both outputs piped;
+/// returns the child and its command line (for messages).
+fn spawn_binary<I, S>(args: I) -> (Child, String)
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -380,9 +372,35 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let argv = format!("{cmd:?}");
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {argv}: {e}"));
+    (child, argv)
+}
+
+/// The `broadcast_address` of each producer of a `/lookup` answer.
+pub fn producer_addresses(v: &serde_json::Value) -> Vec<String> {
+    v["producers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no producers array in {v}"))
+        .iter()
+        .map(|p| {
+            p["broadcast_address"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Runs the binary with `args` and waits until it exits by itself; if it is
+/// still running after `deadline`, kills it and panics with its output.
+pub fn run_to_exit<I, S>(args: I, deadline: Duration) -> Exit
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let (mut child, argv) = spawn_binary(args);
     let collect = |stream: Box<dyn Read + Send>| {
         thread::spawn(move || {
             let mut stream = stream;
