@@ -121,7 +121,7 @@ impl Collector for Exporter {
         gauge(
             &mut e,
             "nsqlookupd_lookup_cache_bytes",
-            "Bytes of /lookup answers cached (bounded by --lookup-cache-size)",
+            "Bytes of /lookup, /topics and /nodes answers cached (bounded by --lookup-cache-size)",
             as_i64(self.registry.lookup_cache_bytes() as u64),
         )?;
         counter(
@@ -129,6 +129,12 @@ impl Collector for Exporter {
             "nsqlookupd_lookup_snapshot_rebuilds",
             "/lookup answers rendered because the cached one was out of date",
             counts.lookup_renders.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "nsqlookupd_view_renders",
+            "/topics and /nodes answers rendered because the cached one was out of date",
+            counts.view_renders.load(Relaxed),
         )?;
 
         gauge(

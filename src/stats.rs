@@ -170,12 +170,10 @@ impl Stats {
         self.limit_hits[limit.index()].load(Ordering::Relaxed)
     }
 
-    /// Records one HTTP request (`route`: an [`HTTP_ROUTES`] entry).
-    pub fn http_request(&self, route: &str, status: u16, latency: Duration) {
-        let r = HTTP_ROUTES
-            .iter()
-            .position(|x| *x == route)
-            .unwrap_or(HTTP_ROUTES.len() - 1);
+    /// Records one HTTP request (`route`: an [`HTTP_ROUTES`] index; out of
+    /// range counts as the last, "other").
+    pub fn http_request(&self, route: usize, status: u16, latency: Duration) {
+        let r = route.min(HTTP_ROUTES.len() - 1);
         const CODES: [u16; HTTP_STATUSES.len() - 1] = [200, 301, 307, 400, 404, 405, 413];
         let s = CODES
             .iter()
@@ -294,9 +292,9 @@ mod tests {
     #[test]
     fn requests_and_commands_by_label() {
         let s = Stats::default();
-        s.http_request("/lookup", 200, Duration::from_micros(30));
-        s.http_request("/lookup", 404, Duration::from_micros(30));
-        s.http_request("/nope", 999, Duration::from_micros(30));
+        s.http_request(3, 200, Duration::from_micros(30));
+        s.http_request(3, 404, Duration::from_micros(30));
+        s.http_request(99, 999, Duration::from_micros(30));
         assert_eq!(s.http[3].by_status[0].load(Ordering::Relaxed), 1);
         assert_eq!(s.http[3].by_status[4].load(Ordering::Relaxed), 1);
         assert_eq!(s.http[13].by_status[7].load(Ordering::Relaxed), 1);

@@ -187,7 +187,7 @@ struct Cli {
         help_heading = "Limits")]
     http_max_body_size: usize,
 
-    /// memory for cached /lookup answers, bytes; answers beyond it are rendered per request
+    /// memory for cached /lookup, /topics and /nodes answers, bytes; answers beyond it are rendered per request
     #[arg(long, value_name = "BYTES", default_value = "1073741824", value_parser = parse_size,
         help_heading = "Limits")]
     lookup_cache_size: usize,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{debug, info};
 
@@ -17,7 +18,7 @@ use super::response::{self, Body};
 use super::router::{self, Decision, Endpoint};
 use crate::json;
 use crate::names::is_valid_name;
-use crate::registry::Registry;
+use crate::registry::{Nanos, Registry, WholeView};
 use crate::stats::Limit;
 
 /// A failed request: status and message.
@@ -42,25 +43,24 @@ fn decode_path(raw: &str) -> Option<Cow<'_, str>> {
 /// Answers one request.
 pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
-    // A cheap clone (reference-counted), so the path can be borrowed while
-    // the request moves into its handler.
-    let uri = req.uri().clone();
-    let Some(path) = decode_path(uri.path()) else {
+    // Split first, so the path can be borrowed from the head while the
+    // body moves into the handler (no copy of the URI per request).
+    let (head, body) = req.into_parts();
+    let Some(path) = decode_path(head.uri.path()) else {
         return response::bad_request();
     };
-    let method = req.method().clone();
-    let mut route = "other";
-    let response = match router::route(&method, &path) {
+    let mut route = router::OTHER;
+    let response = match router::route(&head.method, &path) {
         Decision::Handle(endpoint) => {
-            route = router::path_of(endpoint);
-            endpoint_response(&ctx, endpoint, req).await
+            route = endpoint.index();
+            endpoint_response(&ctx, endpoint, &head, body).await
         }
         Decision::Redirect { path, permanent } => {
-            let location = match uri.query() {
+            let location = match head.uri.query() {
                 Some(q) if !q.is_empty() => format!("{path}?{q}"),
                 _ => path.to_owned(),
             };
-            response::redirect(&location, permanent, method == Method::GET)
+            response::redirect(&location, permanent, head.method == Method::GET)
         }
         Decision::Options { allow } => response::options(&allow),
         Decision::MethodNotAllowed { allow } => response::method_not_allowed(&allow),
@@ -68,21 +68,22 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Response<B
     };
     let status = response.status().as_u16();
     ctx.stats.http_request(route, status, start.elapsed());
-    debug!(method = %method, path = %path, status, "{status} {method} {path}");
+    debug!(method = %head.method, path = %path, status, "{status} {} {path}", head.method);
     response
 }
 
 async fn endpoint_response(
     ctx: &HttpContext,
     endpoint: Endpoint,
-    req: Request<Incoming>,
+    head: &Parts,
+    body: Incoming,
 ) -> Response<Body> {
     let registry = &ctx.registry;
     match endpoint {
         Endpoint::Ping => return response::text_ok("OK"),
         Endpoint::Info => return response::json_ok(ctx.info_body.clone()),
-        Endpoint::Topics => return off_the_reactor(ctx, topics).await,
-        Endpoint::Nodes => return off_the_reactor(ctx, nodes).await,
+        Endpoint::Topics => return whole_view(ctx, WholeView::Topics).await,
+        Endpoint::Nodes => return whole_view(ctx, WholeView::Nodes).await,
         Endpoint::Debug => return off_the_reactor(ctx, debug).await,
         Endpoint::Metrics => {
             return response::metrics(crate::metrics::render(registry, &ctx.stats));
@@ -91,7 +92,6 @@ async fn endpoint_response(
     }
     // The others take parameters. The original reads (and ignores) the
     // request body; it is drained here too, within a bound.
-    let (parts, body) = req.into_parts();
     if !body.is_end_stream()
         && Limited::new(body, ctx.limits.max_body_size)
             .collect()
@@ -101,7 +101,7 @@ async fn endpoint_response(
         ctx.stats.limit_hit(Limit::HttpBodySize);
         return failure(INVALID_REQUEST);
     }
-    let Ok(params) = Params::parse(parts.uri.query().unwrap_or("")) else {
+    let Ok(params) = Params::parse(head.uri.query().unwrap_or("")) else {
         return failure(INVALID_REQUEST);
     };
     let result = match endpoint {
@@ -121,13 +121,35 @@ async fn endpoint_response(
     }
 }
 
+/// `/topics` and `/nodes`: served from the registry's cached body while
+/// nothing changed (nsqadmin polls them; a fleet at rest answers each poll
+/// with a copy of ready bytes), rendered off the reactor otherwise.
+async fn whole_view(ctx: &HttpContext, view: WholeView) -> Response<Body> {
+    let generation = match ctx.registry.cached_view(view) {
+        Ok(body) => return response::json_ok(body),
+        Err(generation) => generation,
+    };
+    off_the_reactor(ctx, move |registry| {
+        let (body, valid_until) = match view {
+            WholeView::Topics => (topics(registry), Nanos::MAX),
+            WholeView::Nodes => nodes(registry),
+        };
+        registry.store_view(view, generation, body.clone(), valid_until);
+        body
+    })
+    .await
+}
+
 /// Runs a whole-registry view (`/nodes`, `/topics`, `/debug`: milliseconds
 /// on a large registry) on tokio's blocking pool, so that it never holds
 /// the async worker that serves lookups and TCP sessions: the kernel
 /// time-slices it against them instead, and a lookup arriving meanwhile is
 /// answered at once. At most [`super::HEAVY_VIEWS`] run at a time, so a burst of
 /// them cannot crowd the worker off the CPU; the rest wait their turn.
-async fn off_the_reactor(ctx: &HttpContext, view: fn(&Registry) -> Bytes) -> Response<Body> {
+async fn off_the_reactor(
+    ctx: &HttpContext,
+    view: impl FnOnce(&Registry) -> Bytes + Send + 'static,
+) -> Response<Body> {
     let Ok(_turn) = ctx.heavy_views.acquire().await else {
         return response::error(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN");
     };
@@ -252,8 +274,9 @@ fn topics(registry: &Registry) -> Bytes {
     Bytes::from(out)
 }
 
-fn nodes(registry: &Registry) -> Bytes {
-    let nodes = registry.nodes();
+/// The `/nodes` body and the instant until which it stays true.
+fn nodes(registry: &Registry) -> (Bytes, Nanos) {
+    let (nodes, valid_until) = registry.nodes_until();
     let topic_count: usize = nodes.iter().map(|n| n.topics.len()).sum();
     let mut out = String::with_capacity(32 + nodes.len() * 256 + topic_count * 30);
     out.push_str("{\"producers\":[");
@@ -275,7 +298,7 @@ fn nodes(registry: &Registry) -> Bytes {
         out.push('}');
     }
     out.push_str("]}");
-    Bytes::from(out)
+    (Bytes::from(out), valid_until)
 }
 
 fn debug(registry: &Registry) -> Bytes {

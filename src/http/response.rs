@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, LOCATION};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION};
 use hyper::{Response, StatusCode};
 
 use crate::json;
@@ -13,7 +13,8 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=ut
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 const NSQ_V1: HeaderValue = HeaderValue::from_static("nsq; version=1.0");
-const X_NSQ_CONTENT_TYPE: &str = "x-nsq-content-type";
+/// A constant, so that no response parses the name again.
+const X_NSQ_CONTENT_TYPE: HeaderName = HeaderName::from_static("x-nsq-content-type");
 
 fn response(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut r = Response::new(Full::new(body));

@@ -29,7 +29,18 @@ pub enum Endpoint {
     Metrics,
 }
 
-/// Every route: method, path, endpoint.
+impl Endpoint {
+    /// Its position in [`ROUTES`] (and in the metrics' route labels,
+    /// [`crate::stats::HTTP_ROUTES`]).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The metrics index of requests that matched no route.
+pub const OTHER: usize = ROUTES.len();
+
+/// Every route, in [`Endpoint`] order: method, path, endpoint.
 pub const ROUTES: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/ping", Endpoint::Ping),
     (Method::GET, "/info", Endpoint::Info),
@@ -64,15 +75,6 @@ pub enum Decision {
         allow: String,
     },
     NotFound,
-}
-
-/// The path of an endpoint (its metrics label).
-pub fn path_of(endpoint: Endpoint) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|(_, _, e)| *e == endpoint)
-        .map(|(_, p, _)| *p)
-        .unwrap_or("other")
 }
 
 fn exact(method: &Method, path: &str) -> Option<Endpoint> {
@@ -163,6 +165,16 @@ pub fn route(method: &Method, path: &str) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_index_is_its_metrics_label() {
+        for (i, (_, path, endpoint)) in ROUTES.iter().enumerate() {
+            assert_eq!(endpoint.index(), i);
+            assert_eq!(crate::stats::HTTP_ROUTES[i], *path);
+        }
+        assert_eq!(crate::stats::HTTP_ROUTES[OTHER], "other");
+        assert_eq!(OTHER, crate::stats::HTTP_ROUTES.len() - 1);
+    }
 
     #[test]
     fn exact_routes() {

@@ -15,6 +15,10 @@
 //! - `producers`: peer info by [`ProducerId`]; sets hold ids, not copies.
 //! - Each producer's own keys live in its [`ProducerHandle`] (owned by its
 //!   connection), so cleaning up a closed connection touches only its keys.
+//! - Rendered answers (`cache`): each topic's `/lookup` body, and the
+//!   `/topics` and `/nodes` bodies, tagged with `changes`, a counter every
+//!   writer bumps, so that a view is rendered once per change, not once
+//!   per request.
 //!
 //! Writers (registrations, admin endpoints) serialise on one `std` mutex.
 //! Why one lock: each protocol operation of the original is a compound
@@ -27,9 +31,9 @@
 //! connection takes it once per key, so a large producer going away does
 //! not stall other writers.
 
+mod cache;
 mod clock;
 mod key;
-mod lookup;
 mod producer;
 mod snapshot;
 mod views;
@@ -39,6 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use dashmap::DashMap;
 use tracing::{debug, info, warn};
 
@@ -48,7 +53,8 @@ pub use producer::{PeerInfo, Producer, ProducerId};
 pub use snapshot::{Member, ProducerSet};
 pub use views::{DebugEntry, DebugProducer, GO_ZERO_TIME_UNIX_NANOS, NodeView};
 
-use lookup::{CacheBudget, LookupCache};
+pub use cache::Generation;
+use cache::{CacheBudget, LookupCache, ViewSlot};
 
 /// The registry's timing rules (spec section 2).
 #[derive(Clone, Copy, Debug)]
@@ -123,6 +129,8 @@ pub struct Counts {
     pub registrations: AtomicU64,
     /// `/lookup` answers rendered (cache misses).
     pub lookup_renders: AtomicU64,
+    /// `/topics` and `/nodes` answers rendered (cache misses).
+    pub view_renders: AtomicU64,
 }
 
 impl Counts {
@@ -145,6 +153,10 @@ pub struct Registry {
     next_producer_id: AtomicU64,
     counts: Counts,
     lookup_budget: Arc<CacheBudget>,
+    /// Bumped after every change a whole-registry view can show.
+    changes: AtomicU64,
+    /// The cached `/topics` and `/nodes` bodies, by [`WholeView`].
+    views: [ViewSlot; 2],
     clock: Clock,
     inactive_timeout: Nanos,
     tombstone_lifetime: Nanos,
@@ -160,6 +172,8 @@ impl Registry {
             next_producer_id: AtomicU64::new(1),
             counts: Counts::default(),
             lookup_budget: Arc::new(CacheBudget::new(options.lookup_cache_size)),
+            changes: AtomicU64::new(0),
+            views: Default::default(),
             clock: Clock::new(),
             inactive_timeout: duration_nanos(options.inactive_producer_timeout),
             tombstone_lifetime: duration_nanos(options.tombstone_lifetime),
@@ -187,6 +201,36 @@ impl Registry {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Marks the whole-registry views out of date. Call *after* the change
+    /// (see `cache.rs` for why the order matters).
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The cached body of `view`, if nothing changed since it was rendered
+    /// and no deadline passed; otherwise the generation to store a fresh
+    /// rendering with ([`Registry::store_view`]). Read the data only after
+    /// this call.
+    pub fn cached_view(&self, view: WholeView) -> Result<Bytes, Generation> {
+        let generation = self.changes.load(Ordering::Acquire);
+        self.views[view as usize]
+            .get(generation, self.clock.now())
+            .ok_or(Generation(generation))
+    }
+
+    /// Keeps a rendering of `view` made from data read after `generation`
+    /// was taken, true until `valid_until` (within the cache budget).
+    pub fn store_view(
+        &self,
+        view: WholeView,
+        generation: Generation,
+        body: Bytes,
+        valid_until: Nanos,
+    ) {
+        self.counts.view_renders.fetch_add(1, Ordering::Relaxed);
+        self.views[view as usize].store(generation.0, valid_until, body, &self.lookup_budget);
+    }
+
     fn entry(&self, r: RegistrationRef<'_>) -> Option<Arc<KeyEntry>> {
         self.registrations
             .get(&r as &dyn KeyView)
@@ -210,6 +254,7 @@ impl Registry {
         if r.category == Category::Channel {
             self.index_channel(&registration.key, &registration.subkey, true);
         }
+        self.changed();
         entry
     }
 
@@ -230,6 +275,7 @@ impl Registry {
             .registrations
             .fetch_sub(members, Ordering::Relaxed);
         entry.invalidate_lookup();
+        self.changed();
         true
     }
 
@@ -261,6 +307,7 @@ impl Registry {
             Some(next) => {
                 entry.producers.store(Arc::new(next));
                 entry.invalidate_lookup();
+                self.changed();
                 self.counts.registrations.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -276,6 +323,7 @@ impl Registry {
                 let left = next.len();
                 entry.producers.store(Arc::new(next));
                 entry.invalidate_lookup();
+                self.changed();
                 if !entry.removed.load(Ordering::Relaxed) {
                     self.counts.registrations.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -362,6 +410,7 @@ impl Registry {
         if let Some(next) = current.with_tombstones(&hit, self.clock.now()) {
             entry.producers.store(Arc::new(next));
             entry.invalidate_lookup();
+            self.changed();
         }
         hit.len()
     }
@@ -406,6 +455,13 @@ impl KeyList {
         self.entries.dedup_by(|a, b| Arc::ptr_eq(a, b));
         self.live = self.entries.len();
     }
+}
+
+/// The whole-registry views that are cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WholeView {
+    Topics = 0,
+    Nodes = 1,
 }
 
 /// What REGISTER changed.
@@ -456,6 +512,7 @@ impl ProducerHandle {
             for key in &self.keys.entries {
                 key.invalidate_lookup();
             }
+            registry.changed();
         }
         Duration::from_nanos(silent)
     }
@@ -550,6 +607,7 @@ impl Drop for ProducerHandle {
             }
         }
         registry.producers.remove(&id);
+        registry.changed();
         info!(peer = %self.producer.peer.remote_address, registrations = count,
             "DB: client({}) removed from {count} registrations", self.producer.peer.remote_address);
     }

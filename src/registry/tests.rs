@@ -533,3 +533,112 @@ fn many_producers_many_topics() {
     assert_eq!(r.nodes().len(), 10);
     assert!(r.nodes().iter().all(|n| n.topics.len() == 25));
 }
+
+/// Renders `view` the way the HTTP handler does: cached body, or a fresh
+/// one stored with the generation taken first.
+fn view(r: &Registry, view: WholeView) -> (Bytes, bool) {
+    match r.cached_view(view) {
+        Ok(body) => (body, true),
+        Err(generation) => {
+            let (body, valid_until) = match view {
+                WholeView::Topics => (Bytes::from(topics(r).join(",")), Nanos::MAX),
+                WholeView::Nodes => {
+                    let (nodes, until) = r.nodes_until();
+                    let text: Vec<String> = nodes
+                        .iter()
+                        .map(|n| format!("{}:{:?}", n.producer.peer.broadcast_address, n.topics))
+                        .collect();
+                    (Bytes::from(text.join(";")), until)
+                }
+            };
+            r.store_view(view, generation, body.clone(), valid_until);
+            (body, false)
+        }
+    }
+}
+
+#[test]
+fn cached_views_follow_every_change() {
+    let r = registry();
+    r.clock().freeze();
+    let mut a = r.identify(peer(1));
+    a.register("t1", Some("c1"));
+    for v in [WholeView::Topics, WholeView::Nodes] {
+        assert!(!view(&r, v).1, "first one is rendered");
+        assert!(view(&r, v).1, "then served from the cache");
+    }
+    // Each kind of write makes both views render again.
+    type Write<'a> = Box<dyn Fn(&mut ProducerHandle) + 'a>;
+    let writes: Vec<(&str, Write)> = vec![
+        (
+            "register",
+            Box::new(|a| {
+                a.register("t2", None);
+            }),
+        ),
+        ("unregister", Box::new(|a| a.unregister("t2", None))),
+        ("create_topic", Box::new(|_| r.create_topic("t3"))),
+        ("delete_topic", Box::new(|_| r.delete_topic("t3"))),
+        (
+            "tombstone",
+            Box::new(|_| {
+                r.tombstone("t1", "node-1.example:4151");
+            }),
+        ),
+        ("identify", Box::new(|_| drop(r.identify(peer(2))))),
+    ];
+    for (what, write) in &writes {
+        assert!(view(&r, WholeView::Nodes).1 && view(&r, WholeView::Topics).1);
+        write(&mut a);
+        assert!(!view(&r, WholeView::Nodes).1, "{what}: /nodes re-rendered");
+        assert!(
+            !view(&r, WholeView::Topics).1,
+            "{what}: /topics re-rendered"
+        );
+    }
+}
+
+#[test]
+fn cached_nodes_expire_with_tombstones_and_inactivity() {
+    let r = registry();
+    r.clock().freeze();
+    let mut a = r.identify(peer(1));
+    a.register("t1", None);
+    r.tombstone("t1", "node-1.example:4151");
+    let (tombstoned, _) = view(&r, WholeView::Nodes);
+    assert!(view(&r, WholeView::Nodes).1);
+    r.clock().advance(LIFETIME);
+    let (expired, cached) = view(&r, WholeView::Nodes);
+    assert!(!cached, "rendered again when the tombstone expired");
+    assert_ne!(tombstoned, expired);
+    assert_eq!(
+        node_topics(&r, "node-1.example").unwrap(),
+        [("t1".to_owned(), false)]
+    );
+
+    // Inactive: hidden at TIMEOUT + 1 ns after the last PING.
+    assert!(view(&r, WholeView::Nodes).1);
+    r.clock().advance(TIMEOUT - LIFETIME);
+    assert!(
+        view(&r, WholeView::Nodes).1,
+        "still active at exactly the timeout"
+    );
+    r.clock().advance(Duration::from_nanos(1));
+    let (gone, cached) = view(&r, WholeView::Nodes);
+    assert!(!cached && gone.is_empty(), "inactive producer dropped");
+    a.ping();
+    let (back, cached) = view(&r, WholeView::Nodes);
+    assert!(!cached && !back.is_empty(), "a PING brings it back at once");
+}
+
+#[test]
+fn a_view_rendered_before_a_write_is_never_served() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    let generation = r.cached_view(WholeView::Topics).unwrap_err();
+    let stale = Bytes::from(topics(&r).join(","));
+    a.register("t1", None); // a writer changes the data meanwhile
+    r.store_view(WholeView::Topics, generation, stale, Nanos::MAX);
+    assert!(r.cached_view(WholeView::Topics).is_err());
+    assert_eq!(view(&r, WholeView::Topics).0, "t1");
+}

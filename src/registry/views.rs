@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::key::{Category, KeyView, Registration, RegistrationRef};
 use super::producer::Producer;
-use super::{KeyEntry, Registry};
+use super::{KeyEntry, Nanos, Registry};
 use crate::json;
 
 /// A producer as `/nodes` lists it.
@@ -146,10 +146,18 @@ impl Registry {
     /// `/nodes`: every active identified producer (tombstoned ones
     /// included) with the topics it is in.
     pub fn nodes(&self) -> Vec<NodeView> {
+        self.nodes_until().0
+    }
+
+    /// [`Registry::nodes`], with the instant until which it stays true
+    /// without a write: the next time a listed producer turns inactive or a
+    /// listed tombstone expires.
+    pub fn nodes_until(&self) -> (Vec<NodeView>, Nanos) {
         let now = self.clock.now();
         let Some(client) = self.entry(RegistrationRef::client()) else {
-            return Vec::new();
+            return (Vec::new(), Nanos::MAX);
         };
+        let mut valid_until = Nanos::MAX;
         let mut nodes: Vec<NodeView> = client
             .producers
             .load()
@@ -161,9 +169,18 @@ impl Registry {
                     .map(|p| Arc::clone(p.value()))
             })
             .filter(|p| p.is_active(now, self.inactive_timeout))
-            .map(|producer| NodeView {
-                producer,
-                topics: Vec::new(),
+            .map(|producer| {
+                // `is_active` holds while `now - last_update <= timeout`.
+                valid_until = valid_until.min(
+                    producer
+                        .last_update()
+                        .saturating_add(self.inactive_timeout)
+                        .saturating_add(1),
+                );
+                NodeView {
+                    producer,
+                    topics: Vec::new(),
+                }
             })
             .collect();
         let index: HashMap<u64, usize> = nodes
@@ -175,6 +192,10 @@ impl Registry {
             for member in entry.producers.load().members() {
                 if let Some(&i) = index.get(&member.producer) {
                     let tombstoned = member.is_tombstoned(now, self.tombstone_lifetime);
+                    if tombstoned {
+                        valid_until = valid_until
+                            .min(member.tombstoned_at.saturating_add(self.tombstone_lifetime));
+                    }
                     nodes[i]
                         .topics
                         .push((Arc::clone(&entry.registration.key), tombstoned));
@@ -184,7 +205,7 @@ impl Registry {
         for node in &mut nodes {
             node.topics.sort_unstable();
         }
-        nodes
+        (nodes, valid_until)
     }
 
     /// `/debug`: every key that has producers, with each pair's raw state.

@@ -1,8 +1,12 @@
-//! The cached `/lookup` answer of one topic.
+//! Rendered answers kept for the next reader: the `/lookup` answer of each
+//! topic, and the whole-registry views `/topics` and `/nodes`.
 //!
 //! A lookup is the hot read: consumers poll it for every topic they read.
 //! Each topic key keeps the fully rendered answer as `Bytes`, so a lookup is
-//! a map probe, two atomic loads and a reference-count increment.
+//! a map probe, two atomic loads and a reference-count increment. The
+//! whole-registry views cost milliseconds to render on a big registry and
+//! are polled by every nsqadmin page, so they are kept too ([`ViewSlot`]),
+//! tagged with the registry-wide change counter instead of a per-topic one.
 //!
 //! Freshness without locks: writers never render. After changing anything
 //! the answer depends on (the topic's producers or tombstones, its channel
@@ -24,8 +28,7 @@ use bytes::Bytes;
 
 use super::clock::Nanos;
 
-/// The memory all cached `/lookup` bodies may use together
-/// (`--lookup-cache-size`). A body that does not fit is still served, just
+/// The memory all cached bodies may use together (`--lookup-cache-size`). A body that does not fit is still served, just
 /// rendered again at the next lookup; writers drop a topic's body as soon
 /// as it is out of date, so the budget holds the bodies of topics that are
 /// read more often than they change.
@@ -73,34 +76,74 @@ impl Drop for Rendered {
     }
 }
 
+/// One cached body and the generation it was rendered at, with no
+/// counter of its own: [`LookupCache`] pairs it with the topic's counter,
+/// the whole-registry views with the registry's.
+#[derive(Debug, Default)]
+pub(super) struct ViewSlot {
+    rendered: ArcSwapOption<Rendered>,
+}
+
+impl ViewSlot {
+    /// The body, if it was rendered at `generation` and is current at `now`.
+    pub(super) fn get(&self, generation: u64, now: Nanos) -> Option<Bytes> {
+        match self.rendered.load().as_deref() {
+            Some(r) if r.generation == generation && now < r.valid_until => Some(r.body.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stores a body rendered from data read after `generation` was taken,
+    /// if the budget has room for it (the previous body is freed first).
+    pub(super) fn store(
+        &self,
+        generation: u64,
+        valid_until: Nanos,
+        body: Bytes,
+        budget: &Arc<CacheBudget>,
+    ) {
+        self.clear();
+        if !budget.try_take(body.len()) {
+            return;
+        }
+        self.rendered.store(Some(Arc::new(Rendered {
+            generation,
+            valid_until,
+            body,
+            budget: Arc::clone(budget),
+        })));
+    }
+
+    /// Frees the cached body.
+    pub(super) fn clear(&self) {
+        self.rendered.store(None);
+    }
+}
+
 /// The cache slot of one topic key.
 #[derive(Debug, Default)]
 pub(super) struct LookupCache {
     generation: AtomicU64,
-    rendered: ArcSwapOption<Rendered>,
+    slot: ViewSlot,
 }
 
 /// A generation read before rendering; proves which data a body reflects.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Generation(u64);
+pub struct Generation(pub(super) u64);
 
 impl LookupCache {
     /// Marks every body rendered so far as out of date, and frees the
     /// cached one. Call *after* the change.
     pub(super) fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.rendered.store(None);
+        self.slot.clear();
     }
 
     /// The cached body, if it is current at `now`; otherwise the generation
     /// to tag a fresh rendering with. Read the data only after this call.
     pub(super) fn get(&self, now: Nanos) -> Result<Bytes, Generation> {
         let generation = self.generation.load(Ordering::Acquire);
-        let rendered = self.rendered.load();
-        match rendered.as_deref() {
-            Some(r) if r.generation == generation && now < r.valid_until => Ok(r.body.clone()),
-            _ => Err(Generation(generation)),
-        }
+        self.slot.get(generation, now).ok_or(Generation(generation))
     }
 
     /// Stores a body rendered from data read after `generation` was taken,
@@ -112,15 +155,7 @@ impl LookupCache {
         body: Bytes,
         budget: &Arc<CacheBudget>,
     ) {
-        if !budget.try_take(body.len()) {
-            return;
-        }
-        self.rendered.store(Some(Arc::new(Rendered {
-            generation: generation.0,
-            valid_until,
-            body,
-            budget: Arc::clone(budget),
-        })));
+        self.slot.store(generation.0, valid_until, body, budget);
     }
 
     /// Whether a current body is cached (tests and metrics).
