@@ -5,11 +5,24 @@
 //! * Closed loop (`rate = 0`): each worker sends its next request as soon
 //!   as the previous answer arrives: measures the maximum throughput.
 //! * Open loop (`rate > 0`): requests are put on a fixed timeline (request
-//!   `j` of the run is due at `j / rate`, dealt round-robin to the
-//!   workers), and latency is measured from the *scheduled* time, so a
-//!   server that stalls is charged for every request that should have been
-//!   sent meanwhile (no coordinated omission). The time from the actual
-//!   send is reported separately as service time.
+//!   `j` of the run is due at `j / rate`), and latency is measured from the
+//!   *scheduled* time, so a server that stalls is charged for every request
+//!   that should have been sent meanwhile (no coordinated omission). The
+//!   time from the actual send is reported separately as service time.
+//!
+//! In open loop a pacer releases one "ticket" per request as it falls due,
+//! as permits of a semaphore, and a worker that is free takes the next
+//! ticket. The pacer is a plain thread that sleeps with `std::thread::sleep`
+//! (tens of microseconds late), not a tokio task: tokio's timer has a 1 ms
+//! granularity, and waiting for a due time by yielding in a loop instead
+//! keeps the runtime busy, which costs the bench its core and delays the
+//! reading of answers (inflating the very latency being measured). Tickets
+//! go to whichever worker is free rather than being dealt round-robin in
+//! advance, so one slow connection does not hold back requests that idle
+//! workers could send. A ticket that falls due while every worker is
+//! waiting for an answer waits for the first free one (and its latency
+//! includes that wait); tickets that fell due within the run but found no
+//! worker free before the end are reported as `unsent`.
 //!
 //! A sample of answers is checked against what the fleet registered (see
 //! [`crate::check`]).
@@ -19,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use crate::check::{self, Carrier};
 use crate::fleet::NodeStates;
@@ -70,6 +84,8 @@ pub struct ConsumerStats {
     pub failures: Vec<String>,
     /// TCP connections opened (reconnects show as more than `workers`).
     pub connects: u64,
+    /// Requests sent (answered or not).
+    pub sent: u64,
     /// Open loop: requests due before the end that could not be sent
     /// because the answers to earlier ones were still outstanding.
     pub unsent: u64,
@@ -93,6 +109,7 @@ impl ConsumerStats {
             }
         }
         self.connects += o.connects;
+        self.sent += o.sent;
         self.unsent += o.unsent;
     }
 
@@ -154,9 +171,116 @@ pub fn pick_kind(mix: &Mix, u: f64) -> usize {
     }
 }
 
-/// When request `j` of worker `w` is due, as an offset from the start.
-pub fn scheduled_offset(j: u64, w: usize, workers: usize, rate: f64) -> Duration {
-    Duration::from_secs_f64((j as f64 * workers as f64 + w as f64) / rate)
+/// When ticket (request) `j` of an open-loop run is due, as an offset from
+/// the start.
+pub fn due_offset(j: u64, rate: f64) -> Duration {
+    Duration::try_from_secs_f64(j as f64 / rate).unwrap_or(Duration::MAX)
+}
+
+/// How many tickets are due `elapsed` after the start at `rate`/s: those
+/// whose [`due_offset`] is at most `elapsed` (ticket 0 is due at once).
+pub fn due_by(elapsed: Duration, rate: f64) -> u64 {
+    // The product is the answer up to rounding; settle the edge with the
+    // same function that gives the due times, so the two always agree.
+    let mut n = ((elapsed.as_secs_f64() * rate) as u64).saturating_add(1);
+    while n > 0 && due_offset(n - 1, rate) > elapsed {
+        n -= 1;
+    }
+    while due_offset(n, rate) <= elapsed {
+        n += 1;
+    }
+    n
+}
+
+/// How many tickets fall due strictly before `end` (the length of a run).
+pub fn due_before(end: Duration, rate: f64) -> u64 {
+    if end.is_zero() {
+        0
+    } else {
+        due_by(end - Duration::from_nanos(1), rate)
+    }
+}
+
+/// The pacer sleeps at least this long between releases, so at high rates
+/// it wakes once per batch of tickets rather than once per request.
+const PACER_MIN_SLEEP: Duration = Duration::from_micros(50);
+
+/// The open-loop timeline, shared by the pacer thread and the workers.
+struct Timeline {
+    start: Instant,
+    rate: f64,
+    duration: Duration,
+    /// One permit per ticket released and not yet taken; closed at the end.
+    permits: Semaphore,
+    /// The next ticket to take.
+    next: AtomicU64,
+    /// Tickets released in all, set just before `permits` is closed
+    /// (`u64::MAX` until then).
+    released: AtomicU64,
+}
+
+impl Timeline {
+    fn new(start: Instant, rate: f64, duration: Duration) -> Self {
+        Timeline {
+            start,
+            rate,
+            duration,
+            permits: Semaphore::new(0),
+            next: AtomicU64::new(0),
+            released: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The pacer: releases each ticket as it falls due, until the end of
+    /// the run; then releases those due before the end it has not released
+    /// yet, closes the semaphore and returns how many it released.
+    fn pace(&self) -> u64 {
+        let mut released = 0u64;
+        loop {
+            let elapsed = self.start.elapsed();
+            let over = elapsed >= self.duration;
+            let due = if over {
+                due_before(self.duration, self.rate)
+            } else {
+                due_by(elapsed, self.rate)
+            };
+            if due > released {
+                self.permits.add_permits((due - released) as usize);
+                released = due;
+            }
+            if over {
+                self.released.store(released, Ordering::SeqCst);
+                self.permits.close();
+                return released;
+            }
+            let wake = due_offset(released, self.rate)
+                .min(self.duration)
+                .max(elapsed + PACER_MIN_SLEEP);
+            std::thread::sleep(wake - elapsed);
+        }
+    }
+
+    /// Waits for the next ticket and returns when it was due, or `None`
+    /// when the worker should stop. The end is checked when the worker
+    /// becomes free, not when it gets its ticket: a worker free before the
+    /// end sends a ticket released just before it even if it wakes up a
+    /// little after, so a server that keeps up is not charged `unsent`
+    /// requests; one free only after the end sends nothing more.
+    async fn take(&self) -> Option<Instant> {
+        if self.start.elapsed() >= self.duration {
+            return None;
+        }
+        // Closed: the run is over, but tickets released at the last moment
+        // may still be there for the workers that were waiting.
+        if let Ok(permit) = self.permits.acquire().await {
+            permit.forget();
+        }
+        let j = self.next.fetch_add(1, Ordering::SeqCst);
+        if j >= self.released.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(self.start + due_offset(j, self.rate))
+    }
 }
 
 /// What the workers share.
@@ -192,8 +316,27 @@ pub async fn run(
         done,
     });
     let start = Instant::now();
+    let timeline = (ctx.cfg.rate > 0.0)
+        .then(|| Arc::new(Timeline::new(start, ctx.cfg.rate, ctx.cfg.duration)));
+    let pacer = match &timeline {
+        None => None,
+        Some(t) => {
+            let t = t.clone();
+            let spawned = std::thread::Builder::new()
+                .name("bench-pacer".into())
+                .spawn(move || t.pace());
+            match spawned {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    let mut total = ConsumerStats::default();
+                    total.errors.add("bench_pacer_failed");
+                    return total;
+                }
+            }
+        }
+    };
     let handles: Vec<_> = (0..ctx.cfg.workers.max(1))
-        .map(|i| tokio::spawn(worker(ctx.clone(), i, start)))
+        .map(|i| tokio::spawn(worker(ctx.clone(), i, start, timeline.clone())))
         .collect();
     let mut total = ConsumerStats::default();
     for h in handles {
@@ -202,29 +345,23 @@ pub async fn run(
             Err(_) => total.errors.add("bench_task_failed"),
         }
     }
+    if let Some(h) = pacer {
+        // The pacer ends at most a sleep after the end of the run.
+        match tokio::task::spawn_blocking(move || h.join()).await {
+            Ok(Ok(released)) => total.unsent = released.saturating_sub(total.sent),
+            _ => total.errors.add("bench_pacer_failed"),
+        }
+    }
     total.elapsed = start.elapsed();
     total
 }
 
-/// Waits until `at`: sleeps while far away (the timer has 1 ms
-/// granularity), then yields until due, so open-loop sends leave on time
-/// instead of up to a millisecond late.
-async fn wait_until(at: Instant) {
-    loop {
-        let now = Instant::now();
-        if now >= at {
-            return;
-        }
-        let left = at - now;
-        if left > Duration::from_micros(1500) {
-            tokio::time::sleep(left - Duration::from_millis(1)).await;
-        } else {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-async fn worker(ctx: Arc<Ctx>, index: usize, start: Instant) -> ConsumerStats {
+async fn worker(
+    ctx: Arc<Ctx>,
+    index: usize,
+    start: Instant,
+    timeline: Option<Arc<Timeline>>,
+) -> ConsumerStats {
     let cfg = &ctx.cfg;
     let w = &ctx.w;
     let end = start + cfg.duration;
@@ -232,31 +369,20 @@ async fn worker(ctx: Arc<Ctx>, index: usize, start: Instant) -> ConsumerStats {
     let mut conn = HttpConn::new(&cfg.http_address);
     let mut st = ConsumerStats::default();
     let covered = w.covered_topics().max(1);
-    let workers = cfg.workers.max(1);
-    let mut j: u64 = 0;
     loop {
         // When this request is due.
-        let due = if cfg.rate > 0.0 {
-            let due = start + scheduled_offset(j, index, workers, cfg.rate);
-            if due >= end {
-                break;
+        let due = match &timeline {
+            Some(t) => match t.take().await {
+                Some(due) => due,
+                None => break,
+            },
+            None => {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                now
             }
-            if Instant::now() >= end {
-                // Due within the run but never sent: the server fell behind.
-                st.unsent = (end - due)
-                    .as_secs_f64()
-                    .mul_add(cfg.rate / workers as f64, 1.0) as u64;
-                break;
-            }
-            j += 1;
-            wait_until(due).await;
-            due
-        } else {
-            let now = Instant::now();
-            if now >= end {
-                break;
-            }
-            now
         };
 
         let kind = pick_kind(&cfg.mix, rng.unit());
@@ -279,6 +405,7 @@ async fn worker(ctx: Arc<Ctx>, index: usize, start: Instant) -> ConsumerStats {
         };
 
         let sent = Instant::now();
+        st.sent += 1;
         let result = conn.get(path, cfg.http_timeout).await;
         let now = Instant::now();
         match result {
@@ -462,19 +589,145 @@ mod tests {
     }
 
     #[test]
-    fn open_loop_timeline_is_dealt_round_robin() {
-        // 4 workers at 1000/s: request k of the run is due at k ms.
-        let mut due: Vec<Duration> = Vec::new();
-        for w in 0..4 {
-            for j in 0..3 {
-                due.push(scheduled_offset(j, w, 4, 1000.0));
+    fn ticket_due_times() {
+        assert_eq!(due_offset(0, 1000.0), Duration::ZERO);
+        assert_eq!(due_offset(3, 1000.0), Duration::from_millis(3));
+        assert_eq!(due_offset(1, 3.0), Duration::from_nanos(333_333_333));
+        // Absurdly low rates do not overflow.
+        assert_eq!(due_offset(1, 1e-300), Duration::MAX);
+    }
+
+    #[test]
+    fn tickets_due_by_elapsed() {
+        // 1000/s: ticket k is due at k ms; ticket 0 at once.
+        assert_eq!(due_by(Duration::ZERO, 1000.0), 1);
+        assert_eq!(due_by(Duration::from_micros(999), 1000.0), 1);
+        assert_eq!(due_by(Duration::from_millis(1), 1000.0), 2);
+        assert_eq!(due_by(Duration::from_micros(2500), 1000.0), 3);
+        // A run of 1 s at 1000/s has tickets 0..1000 strictly before its end.
+        assert_eq!(due_before(Duration::from_secs(1), 1000.0), 1000);
+        assert_eq!(due_before(Duration::ZERO, 1000.0), 0);
+        // Rates that do not divide a second: counting agrees with the due
+        // times exactly at every ticket's due time and just before it.
+        for rate in [3.0, 7.0, 29_999.0, 48_000.0, 0.5] {
+            for j in 0..2000u64 {
+                let at = due_offset(j, rate);
+                assert_eq!(due_by(at, rate), j + 1, "rate {rate} ticket {j}");
+                if !at.is_zero() {
+                    assert_eq!(due_before(at, rate), j, "rate {rate} ticket {j}");
+                }
             }
         }
-        due.sort();
-        let want: Vec<Duration> = (0..12).map(Duration::from_millis).collect();
-        for (d, w) in due.iter().zip(&want) {
-            assert!(d.abs_diff(*w) < Duration::from_nanos(10), "{d:?} vs {w:?}");
-        }
+    }
+
+    /// The pacer and `Timeline::take` together, without HTTP: a few worker
+    /// tasks take tickets for 200 ms at 2000/s and note how late they got
+    /// each one.
+    #[test]
+    fn pacer_releases_the_timeline_to_free_workers() {
+        const RATE: f64 = 2000.0;
+        const RUN: Duration = Duration::from_millis(200);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (released, mut lateness, workers_ended) = rt.block_on(async {
+            let t = Arc::new(Timeline::new(Instant::now(), RATE, RUN));
+            let pacer = {
+                let t = t.clone();
+                std::thread::spawn(move || t.pace())
+            };
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    let t = t.clone();
+                    tokio::spawn(async move {
+                        let mut late = Vec::new();
+                        while let Some(due) = t.take().await {
+                            late.push(Instant::now().saturating_duration_since(due));
+                        }
+                        late
+                    })
+                })
+                .collect();
+            // Deadlines: the whole run must be over well within 5 s.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let mut lateness = Vec::new();
+            for w in workers {
+                let late = tokio::time::timeout_at(deadline, w)
+                    .await
+                    .expect("a worker did not stop at the end of the run")
+                    .unwrap();
+                lateness.extend(late);
+            }
+            let workers_ended = t.start.elapsed();
+            let released =
+                tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(|| pacer.join()))
+                    .await
+                    .expect("the pacer did not stop at the end of the run")
+                    .unwrap()
+                    .unwrap();
+            (released, lateness, workers_ended)
+        });
+        // Exactly the tickets due before the end were released...
+        let want = due_before(RUN, RATE);
+        assert_eq!(want, 400);
+        assert_eq!(released, want);
+        // ... and idle workers took (nearly) all of them.
+        let taken = lateness.len() as u64;
+        assert!(taken <= released);
+        assert!(taken * 100 >= want * 97, "took {taken} of {want}");
+        assert!(workers_ended >= RUN, "stopped early, at {workers_ended:?}");
+        // Released on time, not in a lump: the median ticket was taken
+        // within a few ms of its due time (a lump at the end would make it
+        // ~100 ms late).
+        lateness.sort();
+        let median = lateness[lateness.len() / 2];
+        assert!(
+            median < Duration::from_millis(20),
+            "median lateness {median:?}"
+        );
+    }
+
+    #[test]
+    fn take_stops_at_the_end_but_serves_the_last_tickets() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // A worker free only after the end takes nothing, even if
+            // tickets are left.
+            let over = Timeline::new(
+                Instant::now() - Duration::from_secs(2),
+                1000.0,
+                Duration::from_secs(1),
+            );
+            over.permits.add_permits(3);
+            assert_eq!(over.take().await, None);
+
+            // Workers waiting when the pacer closes (as at the end of a run)
+            // still get the tickets it released last, and no more.
+            let t = Arc::new(Timeline::new(
+                Instant::now(),
+                1000.0,
+                Duration::from_secs(3600),
+            ));
+            let waiting = {
+                let t = t.clone();
+                tokio::spawn(async move { t.take().await })
+            };
+            tokio::task::yield_now().await;
+            assert!(!waiting.is_finished());
+            t.released.store(2, Ordering::SeqCst);
+            t.permits.close();
+            let first = tokio::time::timeout(Duration::from_secs(5), waiting)
+                .await
+                .expect("closing must wake the waiting worker")
+                .unwrap();
+            assert_eq!(first, Some(t.start));
+            assert_eq!(t.take().await, Some(t.start + Duration::from_millis(1)));
+            assert_eq!(t.take().await, None);
+        });
     }
 
     #[test]
