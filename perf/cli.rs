@@ -172,6 +172,11 @@ pub struct ConsumerArgs {
     /// Length of the consumer load.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Run the same load this long first, on the same connections, and
+    /// leave it out of every figure (first-request costs: cold caches on
+    /// both sides). Applies to the ceiling run too.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
     /// Percentage of requests that are GET /nodes.
     #[arg(long, default_value_t = 0.0)]
     pub nodes_pct: f64,
@@ -218,6 +223,7 @@ impl ConsumerArgs {
             workers: self.workers.max(1),
             rate: self.rate,
             duration: self.duration,
+            warmup: self.warmup,
             mix,
             check_sample: self.check_sample.unwrap_or(default_sample).clamp(0.0, 1.0),
             http_timeout: self.http_timeout,
@@ -347,5 +353,14 @@ mod tests {
         );
         assert_eq!(r.workload.pure_preset(), None);
         assert_eq!(r.consumers.config(0.01).unwrap().check_sample, 0.01);
+        assert_eq!(r.consumers.config(0.01).unwrap().warmup, Duration::ZERO);
+        let cli = Cli::try_parse_from(["b", "consumers", "--warmup", "2s"]).unwrap();
+        let Cmd::Consumers(c) = cli.cmd else {
+            panic!("not consumers")
+        };
+        assert_eq!(
+            c.consumers.config(0.0).unwrap().warmup,
+            Duration::from_secs(2)
+        );
     }
 }

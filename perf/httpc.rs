@@ -76,7 +76,8 @@ impl HttpConn {
         }
     }
 
-    async fn connect(&mut self, limit: Duration) -> Result<(), HttpError> {
+    /// Opens the connection now (`get` opens it when needed otherwise).
+    pub async fn connect(&mut self, limit: Duration) -> Result<(), HttpError> {
         let s = match timeout(limit, TcpStream::connect(&self.addr)).await {
             Err(_) => return Err(HttpError::Timeout),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {

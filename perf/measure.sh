@@ -14,6 +14,8 @@
 # disturbs the figures less (the report still shows how busy the machine was);
 # RT (e.g. 10, needs root) runs them SCHED_FIFO at that priority instead, which
 # keeps other processes off their cores entirely while they have work.
+# TAG is appended to the output file names (PRESET$TAG.json), and CEILING=0
+# leaves out the ceiling run (perf/targets.sh uses both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +41,10 @@ prio=()
 [ -n "${NICE:-}" ] && prio=(nice -n "$NICE")
 [ -n "${RT:-}" ] && prio=(chrt -f "$RT")
 
+tag=${TAG:-}
+ceiling=(--ceiling --ceiling-cpus 0)
+[ "${CEILING:-1}" = 0 ] && ceiling=()
+
 for preset in "${presets[@]}"; do
     log=$(mktemp)
     "${prio[@]}" taskset -c 0 "$server" --tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0 2>"$log" &
@@ -46,17 +52,17 @@ for preset in "${presets[@]}"; do
     for _ in $(seq 100); do grep -q 'HTTP: listening' "$log" && break; sleep 0.1; done
     tcp=$(grep -o 'TCP: listening on [0-9.:]*' "$log" | awk '{print $4}')
     http=$(grep -o 'HTTP: listening on [0-9.:]*' "$log" | awk '{print $4}')
-    echo "== $preset: server pid $pid tcp $tcp http $http (commit $commit)"
+    echo "== $preset$tag: server pid $pid tcp $tcp http $http (commit $commit)"
     set +e
     # shellcheck disable=SC2086
     "${prio[@]}" taskset -c 1 "$bench" run --preset "$preset" \
         --tcp-address "$tcp" --http-address "$http" --server-pid "$pid" \
-        --duration 15s --ceiling --ceiling-cpus 0 --label "nsqlookupd-rs $commit" \
-        --json "$out/$preset.json" --plot "$out/$preset.svg" ${BENCH_ARGS:-} | tee "$out/$preset.txt"
+        --duration 15s "${ceiling[@]}" --label "nsqlookupd-rs $commit" \
+        --json "$out/$preset$tag.json" --plot "$out/$preset$tag.svg" ${BENCH_ARGS:-} | tee "$out/$preset$tag.txt"
     status=${PIPESTATUS[0]}
     set -e
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     rm -f "$log"
-    echo "== $preset: exit $status"
+    echo "== $preset$tag: exit $status"
 done

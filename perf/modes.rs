@@ -1,6 +1,7 @@
 //! The subcommands: how the fleet, the consumers, the ceiling server and the
 //! measurements are sequenced, and how a run's verdict is reached.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -93,6 +94,17 @@ fn load_report(
             .mean_lookup_bytes()
             .or((s.ok() > 0).then(|| (total_bytes / s.ok()) as usize)),
         latency: s.latency.summary(),
+        latency_by_kind: if s.ok_by_kind.iter().filter(|n| **n > 0).count() > 1 {
+            KINDS
+                .iter()
+                .zip(&s.latency_by_kind)
+                .zip(s.ok_by_kind)
+                .filter(|(_, n)| *n > 0)
+                .map(|((k, l), _)| (k.to_string(), l.summary()))
+                .collect()
+        } else {
+            BTreeMap::new()
+        },
         service_time: s.service.summary(),
         errors: s.errors.clone(),
         connects: s.connects,
@@ -113,7 +125,7 @@ async fn load_with_progress(
     let done = Arc::new(AtomicU64::new(0));
     let d = done.clone();
     let start = Instant::now();
-    let total_ms = cfg.duration.as_millis() as u64;
+    let total_ms = (cfg.warmup + cfg.duration).as_millis() as u64;
     let bar = Progress::start(label, total_ms.max(1), move || {
         let el = start.elapsed();
         let n = d.load(Ordering::Relaxed);
@@ -401,14 +413,19 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
     if registered {
         fleet.start_churn(a.fleet.churn);
         note(&format!(
-            "consumers: {} workers, {}, {:?}",
+            "consumers: {} workers, {}, {:?}{}",
             ccfg.workers,
             if ccfg.rate > 0.0 {
                 format!("open loop at {}/s", fmt_int(ccfg.rate as u64))
             } else {
                 "closed loop".into()
             },
-            ccfg.duration
+            ccfg.duration,
+            if ccfg.warmup.is_zero() {
+                String::new()
+            } else {
+                format!(" after {:?} of unrecorded warm-up", ccfg.warmup)
+            }
         ));
         let server = pid.as_deref().map(Probe::start);
         let me = Probe::start("self");

@@ -175,6 +175,9 @@ pub struct LoadReport {
     pub mean_body_bytes: Option<usize>,
     /// From the scheduled time (open loop) or the send (closed loop).
     pub latency: LatencySummary,
+    /// `latency` by kind of request, when the run mixed kinds.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency_by_kind: BTreeMap<String, LatencySummary>,
     /// From the actual send.
     pub service_time: LatencySummary,
     pub errors: Errors,
@@ -423,6 +426,20 @@ impl Report {
                     fmt_us(l.latency.max_us),
                     fmt_int(l.errors.total())
                 );
+                for (kind, k) in &l.latency_by_kind {
+                    let count = l.ok_by_kind.get(kind).copied().unwrap_or(0);
+                    let _ = writeln!(
+                        o,
+                        "  {:<22} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                        format!("  /{kind}"),
+                        format!("{} ok", fmt_int(count)),
+                        fmt_us(k.p50_us),
+                        fmt_us(k.p90_us),
+                        fmt_us(k.p99_us),
+                        fmt_us(k.p999_us),
+                        fmt_us(k.max_us),
+                    );
+                }
             }
             for (name, l) in &loads {
                 let _ = writeln!(

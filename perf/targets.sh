@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Measures the six speed targets of issue 4 in one go and prints their table.
+#
+#   perf/targets.sh [OUT_DIR]          (default: perf/results/targets)
+#
+# Every run goes through perf/measure.sh (fresh server pinned to core 0,
+# bench pinned to core 1; SERVER_BIN, SERVER_COMMIT, BENCH_BIN, NICE, RT as
+# there), 64 keep-alive consumer connections, 15 s of load:
+#
+#   PRESET-closed  closed loop next to the ceiling (targets 1, 3, 5)
+#   PRESET-open    open loop at half the rate PRESET-closed reached (target 2)
+#   medium-storm   closed loop, every node dropped 5 s in (target 4)
+#   medium-heavy   open loop at half the medium rate, with 0.05 % /nodes and
+#                  0.05 % /topics requests mixed in (target 6)
+#
+# then perf/targets_table.py OUT_DIR prints the table of perf/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-perf/results/targets}
+mkdir -p "$out"
+if [ -z "${SERVER_BIN:-}" ]; then
+    cargo build --release --bin nsqlookupd --bin nsqlookupd-bench
+fi
+export TAG CEILING BENCH_ARGS
+
+half_rate() { # half the closed-loop lookups/s of $1
+    python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["lookups"]["per_second"] / 2))' "$1"
+}
+
+TAG=-closed CEILING=1 BENCH_ARGS="--workers 64" perf/measure.sh "$out" small medium large
+for preset in small medium large; do
+    rate=$(half_rate "$out/$preset-closed.json")
+    TAG=-open CEILING=0 BENCH_ARGS="--workers 64 --rate $rate" perf/measure.sh "$out" "$preset"
+done
+TAG=-storm CEILING=0 BENCH_ARGS="--workers 64 --storm-at 5s" perf/measure.sh "$out" medium
+rate=$(half_rate "$out/medium-closed.json")
+TAG=-heavy CEILING=0 BENCH_ARGS="--workers 64 --rate $rate --nodes-pct 0.05 --topics-pct 0.05" \
+    perf/measure.sh "$out" medium
+python3 perf/targets_table.py "$out"
