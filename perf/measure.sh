@@ -14,6 +14,10 @@
 # disturbs the figures less (the report still shows how busy the machine was);
 # RT (e.g. 10, needs root) runs them SCHED_FIFO at that priority instead, which
 # keeps other processes off their cores entirely while they have work.
+# SERVER_RT (e.g. 10) runs only the server SCHED_FIFO (not the bench, whose
+# open-loop pacer keeps its core busy and would be throttled, nor the
+# ceiling server, which the bench starts): no normal-priority thread of
+# the machine (kdamond, builds) can then preempt the server.
 # TAG is appended to the output file names (PRESET$TAG.json), and CEILING=0
 # leaves out the ceiling run (perf/targets.sh uses both).
 set -euo pipefail
@@ -40,6 +44,8 @@ fi
 prio=()
 [ -n "${NICE:-}" ] && prio=(nice -n "$NICE")
 [ -n "${RT:-}" ] && prio=(chrt -f "$RT")
+sprio=("${prio[@]}")
+[ -n "${SERVER_RT:-}" ] && sprio=(chrt -f "$SERVER_RT")
 
 tag=${TAG:-}
 ceiling=(--ceiling --ceiling-cpus 0)
@@ -47,7 +53,7 @@ ceiling=(--ceiling --ceiling-cpus 0)
 
 for preset in "${presets[@]}"; do
     log=$(mktemp)
-    "${prio[@]}" taskset -c 0 "$server" --tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0 2>"$log" &
+    "${sprio[@]}" taskset -c 0 "$server" --tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0 2>"$log" &
     pid=$!
     for _ in $(seq 100); do grep -q 'HTTP: listening' "$log" && break; sleep 0.1; done
     tcp=$(grep -o 'TCP: listening on [0-9.:]*' "$log" | awk '{print $4}')

@@ -5,13 +5,20 @@
 #
 # Every run goes through perf/measure.sh (fresh server pinned to core 0,
 # bench pinned to core 1; SERVER_BIN, SERVER_COMMIT, BENCH_BIN, NICE, RT as
-# there), 64 keep-alive consumer connections, 15 s of load:
+# there), 64 keep-alive consumer connections, 15 s of load after 2 s of
+# unrecorded warm-up (`--warmup 2s`, the ceiling's too):
 #
 #   PRESET-closed  closed loop next to the ceiling (targets 1, 3, 5)
 #   PRESET-open    open loop at half the rate PRESET-closed reached (target 2)
-#   medium-storm   closed loop, every node dropped 5 s in (target 4)
+#   medium-storm   closed loop, every node dropped 5 s into the load, i.e.
+#                  3 s after the warm-up (target 4)
 #   medium-heavy   open loop at half the medium rate, with 0.05 % /nodes and
 #                  0.05 % /topics requests mixed in (target 6)
+#   *-rt           the open-loop runs again with the server SCHED_FIFO
+#                  (SERVER_RT=10): on the VM these figures were taken on, a
+#                  kernel thread (DAMON's kdamond) takes the server's core
+#                  for ~20 ms bursts twice a second, which is the whole
+#                  open-loop tail at normal priority (needs root)
 #
 # then perf/targets_table.py OUT_DIR prints the table of perf/README.md.
 set -euo pipefail
@@ -21,19 +28,24 @@ mkdir -p "$out"
 if [ -z "${SERVER_BIN:-}" ]; then
     cargo build --release --bin nsqlookupd --bin nsqlookupd-bench
 fi
-export TAG CEILING BENCH_ARGS
+export TAG CEILING BENCH_ARGS SERVER_RT
 
 half_rate() { # half the closed-loop lookups/s of $1
     python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["lookups"]["per_second"] / 2))' "$1"
 }
 
-TAG=-closed CEILING=1 BENCH_ARGS="--workers 64" perf/measure.sh "$out" small medium large
-for preset in small medium large; do
-    rate=$(half_rate "$out/$preset-closed.json")
-    TAG=-open CEILING=0 BENCH_ARGS="--workers 64 --rate $rate" perf/measure.sh "$out" "$preset"
+TAG=-closed CEILING=1 BENCH_ARGS="--workers 64 --warmup 2s" perf/measure.sh "$out" small medium large
+for rt in "" 10; do
+    suffix=${rt:+-rt}
+    for preset in small medium large; do
+        rate=$(half_rate "$out/$preset-closed.json")
+        SERVER_RT=$rt TAG=-open$suffix CEILING=0 BENCH_ARGS="--workers 64 --warmup 2s --rate $rate" \
+            perf/measure.sh "$out" "$preset"
+    done
+    rate=$(half_rate "$out/medium-closed.json")
+    SERVER_RT=$rt TAG=-heavy$suffix CEILING=0 \
+        BENCH_ARGS="--workers 64 --warmup 2s --rate $rate --nodes-pct 0.05 --topics-pct 0.05" \
+        perf/measure.sh "$out" medium
 done
-TAG=-storm CEILING=0 BENCH_ARGS="--workers 64 --storm-at 5s" perf/measure.sh "$out" medium
-rate=$(half_rate "$out/medium-closed.json")
-TAG=-heavy CEILING=0 BENCH_ARGS="--workers 64 --rate $rate --nodes-pct 0.05 --topics-pct 0.05" \
-    perf/measure.sh "$out" medium
+TAG=-storm CEILING=0 BENCH_ARGS="--workers 64 --warmup 2s --storm-at 5s" perf/measure.sh "$out" medium
 python3 perf/targets_table.py "$out"
