@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The server's /lookup rate next to the ceiling's, measured in alternating
+# rounds against one registered fleet, so that a drift of the machine's
+# speed between the two measurements (on a shared VM, ±10 %) hits both.
+#
+#   perf/alternate.sh PRESET [ROUNDS]        (default 3 rounds)
+#
+# Server and ceiling server pinned to core 0, bench to core 1; each round:
+# `ceiling --ceiling-cpus 0`, then `consumers` against the server, 64
+# connections, 3 s of warm-up + 8 s measured each. Prints one line a round.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+preset=${1:?usage: perf/alternate.sh PRESET [ROUNDS]}
+rounds=${2:-3}
+server=${SERVER_BIN:-target/release/nsqlookupd}
+bench=${BENCH_BIN:-target/release/nsqlookupd-bench}
+[ -n "${SERVER_BIN:-}" ] || cargo build --release --bin nsqlookupd --bin nsqlookupd-bench
+tmp=$(mktemp -d)
+taskset -c 0 "$server" --tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0 2>"$tmp/server.log" &
+pid=$!
+trap 'kill $pid ${fleet:-} 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 100); do grep -q 'HTTP: listening' "$tmp/server.log" && break; sleep 0.1; done
+tcp=$(grep -o 'TCP: listening on [0-9.:]*' "$tmp/server.log" | awk '{print $4}')
+http=$(grep -o 'HTTP: listening on [0-9.:]*' "$tmp/server.log" | awk '{print $4}')
+taskset -c 1 "$bench" fleet --preset "$preset" --tcp-address "$tcp" --duration 3600s >"$tmp/fleet.log" 2>&1 &
+fleet=$!
+for _ in $(seq 1200); do grep -q "registered in" "$tmp/fleet.log" && break; sleep 0.5; done
+load=(--preset "$preset" --workers 64 --warmup 3s --duration 8s)
+for r in $(seq "$rounds"); do
+    taskset -c 1 "$bench" ceiling "${load[@]}" --ceiling-cpus 0 --json "$tmp/c.json" >/dev/null 2>&1
+    taskset -c 1 "$bench" consumers "${load[@]}" --http-address "$http" --json "$tmp/s.json" >/dev/null 2>&1
+    python3 - "$tmp/c.json" "$tmp/s.json" "$preset" "$r" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c = (c.get("ceiling") or c.get("lookups"))["per_second"]
+s = json.load(open(sys.argv[2]))["lookups"]["per_second"]
+print(f"{sys.argv[3]} round {sys.argv[4]}: ceiling {c:,.0f} req/s, server {s:,.0f} req/s = {s / c:.1%}")
+PY
+done
