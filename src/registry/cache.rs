@@ -28,10 +28,13 @@ use bytes::Bytes;
 
 use super::clock::Nanos;
 
-/// The memory all cached bodies may use together (`--lookup-cache-size`). A body that does not fit is still served, just
-/// rendered again at the next lookup; writers drop a topic's body as soon
-/// as it is out of date, so the budget holds the bodies of topics that are
-/// read more often than they change.
+/// The memory all cached bodies may use together (`--lookup-cache-size`).
+/// A body that does not fit is still served, just rendered again at the
+/// next request; writers drop a topic's body as soon as it is out of date,
+/// so the budget holds the bodies of topics that are read more often than
+/// they change. (A stale `/topics` or `/nodes` body stays until the next
+/// request for it replaces it: writers only bump the registry's counter,
+/// which is cheaper on every registration than freeing it.)
 #[derive(Debug)]
 pub struct CacheBudget {
     used: AtomicUsize,
