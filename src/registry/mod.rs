@@ -49,6 +49,7 @@ use tracing::{debug, info, warn};
 
 pub use clock::{Clock, Nanos, duration_nanos};
 pub use key::{Category, KeyView, Registration, RegistrationRef};
+use producer::IdHashing;
 pub use producer::{PeerInfo, Producer, ProducerId};
 pub use snapshot::{Member, ProducerSet};
 pub use views::{DebugEntry, DebugProducer, GO_ZERO_TIME_UNIX_NANOS, NodeView};
@@ -148,7 +149,7 @@ impl Counts {
 pub struct Registry {
     registrations: DashMap<Registration, Arc<KeyEntry>>,
     channels_by_topic: DashMap<Arc<str>, Arc<[Arc<str>]>>,
-    producers: DashMap<ProducerId, Arc<Producer>>,
+    producers: DashMap<ProducerId, Arc<Producer>, IdHashing>,
     write_lock: Mutex<()>,
     next_producer_id: AtomicU64,
     counts: Counts,
@@ -167,7 +168,7 @@ impl Registry {
         Registry {
             registrations: DashMap::new(),
             channels_by_topic: DashMap::new(),
-            producers: DashMap::new(),
+            producers: DashMap::default(),
             write_lock: Mutex::new(()),
             next_producer_id: AtomicU64::new(1),
             counts: Counts::default(),
