@@ -78,7 +78,7 @@ pub struct ConsumerConfig {
 pub const KINDS: [&str; 4] = ["lookup", "nodes", "topics", "channels"];
 
 /// Figures of one consumer run.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct ConsumerStats {
     /// Latency of answered requests (from the scheduled time when open loop).
     pub latency: Latency,
@@ -108,7 +108,9 @@ pub struct ConsumerStats {
 }
 
 impl ConsumerStats {
-    fn merge(&mut self, o: &ConsumerStats) {
+    /// Adds `o` in; takes it by value so that the sampled answers kept for
+    /// later checks (up to 2 MB each) move instead of being copied.
+    fn merge(&mut self, o: ConsumerStats) {
         self.latency.merge(&o.latency);
         self.service.merge(&o.service);
         for i in 0..4 {
@@ -119,14 +121,14 @@ impl ConsumerStats {
         self.errors.merge(&o.errors);
         self.checks += o.checks;
         self.check_failures += o.check_failures;
-        for f in &o.failures {
+        for f in o.failures {
             if self.failures.len() < 10 {
-                self.failures.push(f.clone());
+                self.failures.push(f);
             }
         }
         self.connects += o.connects;
         self.sent += o.sent;
-        self.deferred.extend(o.deferred.iter().cloned());
+        self.deferred.extend(o.deferred);
         self.unsent += o.unsent;
     }
 
@@ -264,7 +266,6 @@ const MAX_DEFERRED_CHECKS: usize = 2;
 
 /// A sampled `/nodes` (kind 1) or `/topics` (kind 2) answer, with the
 /// nodes that had to be listed in it.
-#[derive(Clone)]
 struct DeferredCheck {
     kind: usize,
     body: Vec<u8>,
@@ -455,7 +456,7 @@ async fn timed_run(
     for h in handles {
         match h.await {
             Ok((s, conn)) => {
-                total.merge(&s);
+                total.merge(s);
                 conns.push(conn);
             }
             Err(_) => total.errors.add("bench_task_failed"),
@@ -557,15 +558,7 @@ async fn worker(
                 if let Some(states) = checking {
                     match kind {
                         0 => {
-                            let carriers: Vec<Carrier> = before
-                                .iter()
-                                .map(|&(node, word)| Carrier {
-                                    node,
-                                    must_appear: NodeStates::is_registered(word)
-                                        && states.snapshot(node) == word,
-                                    may_repeat: states.has_restarted(node),
-                                })
-                                .collect();
+                            let carriers = carriers(states, &before);
                             st.note_check(check::check_lookup(w, topic, r.body, &carriers));
                         }
                         1 | 2 if deferred.len() < MAX_DEFERRED_CHECKS => {
@@ -574,9 +567,7 @@ async fn worker(
                             // for the end of the run (see MAX_DEFERRED_CHECKS).
                             let stable: Vec<usize> = before
                                 .iter()
-                                .filter(|&&(n, word)| {
-                                    NodeStates::is_registered(word) && states.snapshot(n) == word
-                                })
+                                .filter(|&&(n, word)| states.stayed(n, word))
                                 .map(|&(n, _)| n)
                                 .collect();
                             deferred.push(DeferredCheck {
@@ -595,6 +586,19 @@ async fn worker(
     st.deferred = deferred;
     st.connects = conn.connects;
     (st, conn)
+}
+
+/// What is known, now that the answer arrived, about the carriers of a
+/// topic whose node states were `before` when the request was sent.
+fn carriers(states: &NodeStates, before: &[(usize, u64)]) -> Vec<Carrier> {
+    before
+        .iter()
+        .map(|&(node, word)| Carrier {
+            node,
+            must_appear: states.stayed(node, word),
+            may_repeat: states.has_restarted(node),
+        })
+        .collect()
 }
 
 /// Checks the `/lookup` answer of `topics` (all expected stable) over a
@@ -631,18 +635,7 @@ pub async fn verify_topics(
                             r.status
                         )]
                     }
-                    Ok(r) => {
-                        let carriers: Vec<Carrier> = before
-                            .iter()
-                            .map(|&(node, word)| Carrier {
-                                node,
-                                must_appear: NodeStates::is_registered(word)
-                                    && states.snapshot(node) == word,
-                                may_repeat: states.has_restarted(node),
-                            })
-                            .collect();
-                        check::check_lookup(&w, topic, r.body, &carriers)
-                    }
+                    Ok(r) => check::check_lookup(&w, topic, r.body, &carriers(&states, &before)),
                 };
                 checked += 1;
                 if !found.is_empty() {

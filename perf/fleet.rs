@@ -97,6 +97,13 @@ impl NodeStates {
         word & 1 == 1
     }
 
+    /// Whether `node` is registered now in the same session as when
+    /// `before` (its earlier [`NodeStates::snapshot`]) was taken: it stayed
+    /// registered in between, so an answer given meanwhile must list it.
+    pub fn stayed(&self, node: usize, before: u64) -> bool {
+        Self::is_registered(before) && self.snapshot(node) == before
+    }
+
     /// Whether `node` ever reconnected: the server may then briefly list
     /// both its old and new connection.
     pub fn has_restarted(&self, node: usize) -> bool {
