@@ -10,18 +10,16 @@
 # connections, 3 s of warm-up + 8 s measured each. Prints one line a round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source perf/server.sh
 preset=${1:?usage: perf/alternate.sh PRESET [ROUNDS]}
 rounds=${2:-3}
 server=${SERVER_BIN:-target/release/nsqlookupd}
 bench=${BENCH_BIN:-target/release/nsqlookupd-bench}
 [ -n "${SERVER_BIN:-}" ] || cargo build --release --bin nsqlookupd --bin nsqlookupd-bench
 tmp=$(mktemp -d)
-taskset -c 0 "$server" --tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0 2>"$tmp/server.log" &
-pid=$!
+start_server "$tmp/server.log" taskset -c 0 "$server"
+pid=$server_pid tcp=$server_tcp http=$server_http
 trap 'kill $pid ${fleet:-} 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do grep -q 'HTTP: listening' "$tmp/server.log" && break; sleep 0.1; done
-tcp=$(grep -o 'TCP: listening on [0-9.:]*' "$tmp/server.log" | awk '{print $4}')
-http=$(grep -o 'HTTP: listening on [0-9.:]*' "$tmp/server.log" | awk '{print $4}')
 taskset -c 1 "$bench" fleet --preset "$preset" --tcp-address "$tcp" --duration 3600s >"$tmp/fleet.log" 2>&1 &
 fleet=$!
 for _ in $(seq 1200); do grep -q "registered in" "$tmp/fleet.log" && break; sleep 0.5; done

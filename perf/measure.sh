@@ -22,6 +22,7 @@
 # leaves out the ceiling run (perf/targets.sh uses both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source perf/server.sh
 
 out=${1:-perf/results}
 shift || true
@@ -53,11 +54,8 @@ ceiling=(--ceiling --ceiling-cpus 0)
 
 for preset in "${presets[@]}"; do
     log=$(mktemp)
-    "${sprio[@]}" taskset -c 0 "$server" --tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0 2>"$log" &
-    pid=$!
-    for _ in $(seq 100); do grep -q 'HTTP: listening' "$log" && break; sleep 0.1; done
-    tcp=$(grep -o 'TCP: listening on [0-9.:]*' "$log" | awk '{print $4}')
-    http=$(grep -o 'HTTP: listening on [0-9.:]*' "$log" | awk '{print $4}')
+    start_server "$log" "${sprio[@]}" taskset -c 0 "$server"
+    pid=$server_pid tcp=$server_tcp http=$server_http
     echo "== $preset$tag: server pid $pid tcp $tcp http $http (commit $commit)"
     set +e
     # shellcheck disable=SC2086
