@@ -208,6 +208,13 @@ impl Registry {
         self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// After a change to `entry`'s producers (or its removal): its own
+    /// `/lookup` answer and the whole-registry views are out of date.
+    fn entry_changed(&self, entry: &KeyEntry) {
+        entry.invalidate_lookup();
+        self.changed();
+    }
+
     /// The cached body of `view`, if nothing changed since it was rendered
     /// and no deadline passed; otherwise the generation to store a fresh
     /// rendering with ([`Registry::store_view`]). Read the data only after
@@ -275,8 +282,7 @@ impl Registry {
         self.counts
             .registrations
             .fetch_sub(members, Ordering::Relaxed);
-        entry.invalidate_lookup();
-        self.changed();
+        self.entry_changed(&entry);
         true
     }
 
@@ -307,8 +313,7 @@ impl Registry {
         match entry.producers.load().with(producer) {
             Some(next) => {
                 entry.producers.store(Arc::new(next));
-                entry.invalidate_lookup();
-                self.changed();
+                self.entry_changed(entry);
                 self.counts.registrations.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -323,8 +328,7 @@ impl Registry {
             Some(next) => {
                 let left = next.len();
                 entry.producers.store(Arc::new(next));
-                entry.invalidate_lookup();
-                self.changed();
+                self.entry_changed(entry);
                 if !entry.removed.load(Ordering::Relaxed) {
                     self.counts.registrations.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -410,8 +414,7 @@ impl Registry {
             .collect();
         if let Some(next) = current.with_tombstones(&hit, self.clock.now()) {
             entry.producers.store(Arc::new(next));
-            entry.invalidate_lookup();
-            self.changed();
+            self.entry_changed(&entry);
         }
         hit.len()
     }
