@@ -143,6 +143,19 @@ async fn load_with_progress(
     stats
 }
 
+/// Waits `at`, drops every connection of the fleet at once, and reports
+/// when it was registered again (the rest of the report is filled later).
+async fn storm_after(fleet: &Fleet, at: Duration) -> StormReport {
+    tokio::time::sleep(at).await;
+    note("reconnect storm: dropping every connection");
+    let out = fleet.storm(Duration::from_secs(300)).await;
+    StormReport {
+        at_s: at.as_secs_f64(),
+        reregistered_after_s: out.reregistered_after_s,
+        ..Default::default()
+    }
+}
+
 /// Starts the fleet and waits for it to be registered; fills the
 /// registration section.
 async fn register_fleet(
@@ -437,14 +450,7 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
             ccfg.clone(),
         ));
         if let Some(at) = a.fleet.storm_at {
-            tokio::time::sleep(at).await;
-            note("reconnect storm: dropping every connection");
-            let out = fleet.storm(Duration::from_secs(300)).await;
-            rep.storm = Some(StormReport {
-                at_s: at.as_secs_f64(),
-                reregistered_after_s: out.reregistered_after_s,
-                ..Default::default()
-            });
+            rep.storm = Some(storm_after(&fleet, at).await);
         }
         let stats = load
             .await
@@ -494,14 +500,7 @@ pub async fn fleet_only(a: FleetOnlyArgs) -> Result<Outcome, String> {
         note(&format!("holding the fleet for {:?}", a.duration));
         let end = Instant::now() + a.duration;
         if let Some(at) = a.fleet.storm_at {
-            tokio::time::sleep(at).await;
-            note("reconnect storm: dropping every connection");
-            let out = fleet.storm(Duration::from_secs(300)).await;
-            rep.storm = Some(StormReport {
-                at_s: at.as_secs_f64(),
-                reregistered_after_s: out.reregistered_after_s,
-                ..Default::default()
-            });
+            rep.storm = Some(storm_after(&fleet, at).await);
         }
         tokio::select! {
             _ = tokio::time::sleep_until(end.into()) => {}
