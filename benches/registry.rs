@@ -1,7 +1,12 @@
 //! Registry costs at three registry sizes, with the same number of
 //! producers per topic, so any growth with size shows up as a slope:
 //!
-//! - `lookup`: a `/lookup` answer served from the topic's cache;
+//! - `lookup`: a `/lookup` answer served from the topic's cache, cycling
+//!   over 1,024 topics (what the map probe costs when it stays in cache);
+//! - `lookup_every_topic`: the same, visiting every topic in a scrambled
+//!   order, as consumers of a whole fleet do: on the larger registries the
+//!   probe and the answer's metadata come from far memory, so this is
+//!   where the number of dependent cache misses per lookup shows;
 //! - `lookup_render`: the same answer rendered from snapshots (the cost of
 //!   the first lookup after a change), at 10 and 250 producers per topic;
 //! - `register_unregister`: one producer joining then leaving a topic and
@@ -67,6 +72,24 @@ fn lookups(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
             b.iter(|| {
                 i = (i + 1) & 1023;
+                black_box(registry.lookup(&names[i]))
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("lookup_every_topic");
+    for size in SIZES {
+        let (registry, _handles) = registry(size, PRODUCERS_PER_TOPIC);
+        // 7919 is prime, so i * 7919 % size visits every topic once.
+        let names: Vec<String> = (0..size).map(|i| topic_name(i, size)).collect();
+        for n in &names {
+            registry.lookup(n).expect("topic exists"); // render every answer once
+        }
+        let mut i = 0;
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % size;
                 black_box(registry.lookup(&names[i]))
             })
         });

@@ -10,7 +10,8 @@
 //!
 //! Freshness without locks: writers never render. After changing anything
 //! the answer depends on (the topic's producers or tombstones, its channel
-//! list, a producer coming back to life), a writer bumps `generation`. A
+//! list, a producer coming back to life), a writer gives `generation` a
+//! new value, one never used before (see `Registry::topic_changed`). A
 //! reader serves the cached body only if it was rendered at the current
 //! generation and before its `valid_until`, the next instant at which time
 //! alone changes the answer (an included producer turning inactive, a
@@ -124,7 +125,7 @@ impl ViewSlot {
 }
 
 /// The cache slot of one topic key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct LookupCache {
     generation: AtomicU64,
     slot: ViewSlot,
@@ -135,10 +136,19 @@ pub(super) struct LookupCache {
 pub struct Generation(pub(super) u64);
 
 impl LookupCache {
+    /// An empty cache whose generation starts at `generation`.
+    pub(super) fn new(generation: u64) -> Self {
+        LookupCache {
+            generation: AtomicU64::new(generation),
+            slot: ViewSlot::default(),
+        }
+    }
+
     /// Marks every body rendered so far as out of date, and frees the
-    /// cached one. Call *after* the change.
-    pub(super) fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    /// cached one. Call *after* the change, with a generation greater than
+    /// any this cache had before.
+    pub(super) fn invalidate(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Release);
         self.slot.clear();
     }
 
@@ -175,21 +185,21 @@ mod tests {
     #[test]
     fn serves_only_current_bodies() {
         let budget = Arc::new(CacheBudget::new(1 << 20));
-        let c = LookupCache::default();
+        let c = LookupCache::new(0);
         let g = c.get(1).unwrap_err();
         c.store(g, 100, Bytes::from_static(b"a"), &budget);
         assert_eq!(c.get(50).unwrap(), "a");
         assert!(c.get(100).is_err(), "expired at valid_until");
-        c.invalidate();
+        c.invalidate(1);
         assert!(c.get(50).is_err(), "invalidated");
     }
 
     #[test]
     fn a_body_rendered_before_a_write_is_never_served() {
         let budget = Arc::new(CacheBudget::new(1 << 20));
-        let c = LookupCache::default();
+        let c = LookupCache::new(0);
         let g = c.get(1).unwrap_err(); // reader takes the generation...
-        c.invalidate(); // ...a writer changes the data...
+        c.invalidate(1); // ...a writer changes the data...
         c.store(g, 100, Bytes::from_static(b"stale"), &budget); // ...the reader stores late
         assert!(c.get(2).is_err());
     }
@@ -197,8 +207,8 @@ mod tests {
     #[test]
     fn the_budget_bounds_cached_bytes() {
         let budget = Arc::new(CacheBudget::new(10));
-        let a = LookupCache::default();
-        let b = LookupCache::default();
+        let a = LookupCache::new(0);
+        let b = LookupCache::new(0);
         a.store(
             a.get(1).unwrap_err(),
             100,
@@ -214,7 +224,7 @@ mod tests {
         );
         assert!(b.get(2).is_err(), "over budget: not cached");
         assert_eq!(budget.used(), 6);
-        a.invalidate();
+        a.invalidate(1);
         assert_eq!(budget.used(), 0, "an invalidated body is freed");
         b.store(
             b.get(1).unwrap_err(),

@@ -9,6 +9,8 @@
 //!   original's model). Each [`KeyEntry`] holds an `ArcSwap` of an immutable
 //!   [`ProducerSet`]: readers load it without waiting, writers publish a new
 //!   one (copy on write).
+//! - `topics`: the topic keys' entries again, by name alone, each with its
+//!   cached `/lookup` answer: the map every lookup probes (see the field).
 //! - `channels_by_topic`: the channel names of each topic, so `/lookup`,
 //!   `/channels`, `UNREGISTER topic` and `/topic/delete` touch one topic's
 //!   channels instead of scanning every key as the original does.
@@ -17,7 +19,7 @@
 //!   connection), so cleaning up a closed connection touches only its keys.
 //! - Rendered answers (`cache`): each topic's `/lookup` body, and the
 //!   `/topics` and `/nodes` bodies, tagged with `changes`, a counter every
-//!   writer bumps, so that a view is rendered once per change, not once
+//!   writer bumps, so that an answer is rendered once per change, not once
 //!   per request.
 //!
 //! Writers (registrations, admin endpoints) serialise on one `std` mutex.
@@ -44,6 +46,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use compact_str::CompactString;
 use dashmap::DashMap;
 use tracing::{debug, info, warn};
 
@@ -84,8 +87,6 @@ impl Default for RegistryOptions {
 pub struct KeyEntry {
     registration: Registration,
     producers: ArcSwap<ProducerSet>,
-    /// The rendered `/lookup` answer; topic keys only.
-    lookup: Option<LookupCache>,
     /// Set when the key is removed from the map (an admin delete or the
     /// ephemeral rule); handles may still hold it, but it no longer counts.
     removed: AtomicBool,
@@ -93,11 +94,9 @@ pub struct KeyEntry {
 
 impl KeyEntry {
     fn new(registration: Registration) -> Self {
-        let lookup = (registration.category == Category::Topic).then(LookupCache::default);
         KeyEntry {
             registration,
             producers: ArcSwap::from_pointee(ProducerSet::default()),
-            lookup,
             removed: AtomicBool::new(false),
         }
     }
@@ -110,12 +109,13 @@ impl KeyEntry {
     pub fn producers(&self) -> Arc<ProducerSet> {
         self.producers.load_full()
     }
+}
 
-    fn invalidate_lookup(&self) {
-        if let Some(cache) = &self.lookup {
-            cache.invalidate();
-        }
-    }
+/// A topic key as `/lookup` finds it: its entry and its cached answer.
+#[derive(Debug)]
+struct TopicLookup {
+    entry: Arc<KeyEntry>,
+    cache: LookupCache,
 }
 
 /// Running totals, kept by the writers so that reporting them costs
@@ -148,6 +148,18 @@ impl Counts {
 #[derive(Debug)]
 pub struct Registry {
     registrations: DashMap<Registration, Arc<KeyEntry>>,
+    /// The topic keys of `registrations` again, by name, each with its
+    /// cached `/lookup` answer. Every `/lookup` probes this map and, when
+    /// the answer is current, touches nothing else but the answer: names of
+    /// up to 24 bytes sit in the bucket itself (no string fetched from
+    /// elsewhere to compare), next to the cache's generation and body
+    /// pointer (no entry fetched either), and the map holds topics only, a
+    /// fifth of the keys of a fleet with four channels a topic, so more of
+    /// it stays in the CPU's cache. On such a registry (10,000 topics) the
+    /// chain of cache misses through `registrations` was a third of the
+    /// server's user time per lookup. Kept in step with `registrations` by
+    /// `ensure_key` and `remove_key`, under the writer lock.
+    topics: DashMap<CompactString, TopicLookup>,
     channels_by_topic: DashMap<Arc<str>, Arc<[Arc<str>]>>,
     producers: DashMap<ProducerId, Arc<Producer>, IdHashing>,
     write_lock: Mutex<()>,
@@ -167,6 +179,7 @@ impl Registry {
     pub fn new(options: RegistryOptions) -> Self {
         Registry {
             registrations: DashMap::new(),
+            topics: DashMap::new(),
             channels_by_topic: DashMap::new(),
             producers: DashMap::default(),
             write_lock: Mutex::new(()),
@@ -202,17 +215,37 @@ impl Registry {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Marks the whole-registry views out of date. Call *after* the change
-    /// (see `cache.rs` for why the order matters).
-    fn changed(&self) {
-        self.changes.fetch_add(1, Ordering::AcqRel);
+    /// Marks the whole-registry views out of date, and returns the new
+    /// value of the counter. Call *after* the change (see `cache.rs` for
+    /// why the order matters).
+    fn changed(&self) -> u64 {
+        self.changes.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// After a change to `entry`'s producers (or its removal): its own
-    /// `/lookup` answer and the whole-registry views are out of date.
+    /// After a change to what `topic`'s `/lookup` shows: its answer and the
+    /// whole-registry views are out of date.
+    ///
+    /// A topic's cache takes its generations from the registry-wide
+    /// counter, a fresh value each time (here and at creation), not from a
+    /// counter of its own: no value is ever stored twice, in any topic, so
+    /// a reader that rendered from a topic key since deleted and created
+    /// again (a reader finds the cache by name, again, to store) cannot
+    /// pass its answer off as current for the new key.
+    fn topic_changed(&self, topic: &str) {
+        let generation = self.changed();
+        if let Some(t) = self.topics.get(topic) {
+            t.cache.invalidate(generation);
+        }
+    }
+
+    /// After a change to `entry`'s producers (or its removal).
     fn entry_changed(&self, entry: &KeyEntry) {
-        entry.invalidate_lookup();
-        self.changed();
+        match entry.registration.category {
+            Category::Topic => self.topic_changed(&entry.registration.key),
+            _ => {
+                self.changed();
+            }
+        }
     }
 
     /// The cached body of `view`, if nothing changed since it was rendered
@@ -245,6 +278,11 @@ impl Registry {
             .map(|e| Arc::clone(e.value()))
     }
 
+    /// The entry of the topic key `topic` (through `topics`).
+    fn topic_entry(&self, topic: &str) -> Option<Arc<KeyEntry>> {
+        self.topics.get(topic).map(|t| Arc::clone(&t.entry))
+    }
+
     // ---- single-key steps; callers hold the writer lock ----
 
     /// The entry of `r`, created (with no producers) if missing.
@@ -259,8 +297,15 @@ impl Registry {
         if let Some(gauge) = self.counts.key_gauge(r.category) {
             gauge.fetch_add(1, Ordering::Relaxed);
         }
-        if r.category == Category::Channel {
-            self.index_channel(&registration.key, &registration.subkey, true);
+        match r.category {
+            Category::Topic => {
+                let cache = LookupCache::new(self.changed());
+                let entry = Arc::clone(&entry);
+                self.topics
+                    .insert(CompactString::from(r.key), TopicLookup { entry, cache });
+            }
+            Category::Channel => self.index_channel(&registration.key, &registration.subkey, true),
+            Category::Client => {}
         }
         self.changed();
         entry
@@ -271,8 +316,12 @@ impl Registry {
         let Some((registration, entry)) = self.registrations.remove(&r as &dyn KeyView) else {
             return false;
         };
-        if registration.category == Category::Channel {
-            self.index_channel(&registration.key, &registration.subkey, false);
+        match registration.category {
+            Category::Topic => {
+                self.topics.remove(&*registration.key);
+            }
+            Category::Channel => self.index_channel(&registration.key, &registration.subkey, false),
+            Category::Client => {}
         }
         if let Some(gauge) = self.counts.key_gauge(registration.category) {
             gauge.fetch_sub(1, Ordering::Relaxed);
@@ -303,9 +352,7 @@ impl Registry {
             self.channels_by_topic
                 .insert(Arc::clone(topic), next.into());
         }
-        if let Some(t) = self.entry(RegistrationRef::topic(topic)) {
-            t.invalidate_lookup();
-        }
+        self.topic_changed(topic);
     }
 
     /// Adds `producer` to `entry`; false if it was already there.
@@ -398,7 +445,7 @@ impl Registry {
     /// whose `broadcast_address:http_port` is `node`. Returns how many.
     pub fn tombstone(&self, topic: &str, node: &str) -> usize {
         let _w = self.lock();
-        let Some(entry) = self.entry(RegistrationRef::topic(topic)) else {
+        let Some(entry) = self.topic_entry(topic) else {
             return 0;
         };
         let current = entry.producers.load();
@@ -514,7 +561,9 @@ impl ProducerHandle {
             // It was hidden as inactive; the cached lookups that left it out
             // are wrong from now on.
             for key in &self.keys.entries {
-                key.invalidate_lookup();
+                if key.registration.category == Category::Topic {
+                    registry.topic_changed(&key.registration.key);
+                }
             }
             registry.changed();
         }

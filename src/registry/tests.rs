@@ -428,11 +428,10 @@ fn cached_lookups_follow_every_change() {
     let r = registry();
     let mut a = r.identify(peer(1));
     a.register("t1", None);
-    let entry = r.entry(RegistrationRef::topic("t1")).unwrap();
-    let cache = entry.lookup.as_ref().unwrap();
-    assert!(!cache.is_warm(r.clock().now()));
+    let warm = |r: &Registry| r.topics.get("t1").unwrap().cache.is_warm(r.clock().now());
+    assert!(!warm(&r));
     assert_eq!(lookup(&r, "t1").unwrap().1.len(), 1);
-    assert!(cache.is_warm(r.clock().now()));
+    assert!(warm(&r));
     let body = r.lookup("t1").unwrap();
     assert_eq!(
         body.as_ptr(),
@@ -641,4 +640,72 @@ fn a_view_rendered_before_a_write_is_never_served() {
     r.store_view(WholeView::Topics, generation, stale, Nanos::MAX);
     assert!(r.cached_view(WholeView::Topics).is_err());
     assert_eq!(view(&r, WholeView::Topics).0, "t1");
+}
+
+/// `topics` must hold exactly the topic keys of `registrations`, each with
+/// the same entry, since `/lookup` reads only the former.
+fn assert_topic_index_matches(r: &Registry) {
+    let mut keys: Vec<(String, usize)> = r
+        .registrations
+        .iter()
+        .filter(|e| e.key().category == Category::Topic)
+        .map(|e| (e.key().key.to_string(), Arc::as_ptr(e.value()) as usize))
+        .collect();
+    let mut index: Vec<(String, usize)> = r
+        .topics
+        .iter()
+        .map(|t| (t.key().to_string(), Arc::as_ptr(&t.value().entry) as usize))
+        .collect();
+    keys.sort();
+    index.sort();
+    assert_eq!(index, keys);
+}
+
+#[test]
+fn the_topic_index_follows_every_topic_key() {
+    let r = registry();
+    // Longer than a bucket holds inline, so it lives on the heap.
+    let long = "a_topic_name_longer_than_twenty_four_bytes";
+    let mut a = r.identify(peer(1));
+    a.register("t1", Some("c1"));
+    a.register(long, None);
+    a.register("gone#ephemeral", None);
+    r.create_topic("admin");
+    r.create_channel("via-channel", "c");
+    assert_topic_index_matches(&r);
+    assert_eq!(r.topics.len(), 5);
+    assert!(lookup(&r, long).is_some());
+
+    a.unregister("gone#ephemeral", None); // last producer of an ephemeral topic
+    r.delete_topic("admin");
+    r.delete_topic("t1");
+    assert_topic_index_matches(&r);
+    assert_eq!(r.topics.len(), 2);
+    assert_eq!(lookup(&r, "t1"), None);
+    assert_eq!(lookup(&r, "gone#ephemeral"), None);
+
+    drop(a); // keys outlive their producers
+    assert_topic_index_matches(&r);
+    assert_eq!(lookup(&r, long), Some((vec![], vec![])));
+}
+
+#[test]
+fn an_answer_rendered_before_a_topic_is_recreated_is_never_served() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    a.register("t", None);
+    let now = r.clock().now();
+    // A reader takes the generation of the cold cache and renders...
+    let generation = r.topics.get("t").unwrap().cache.get(now).unwrap_err();
+    let rendered = r.lookup_uncached("t").unwrap();
+    // ...the key is deleted and created again, empty...
+    r.delete_topic("t");
+    r.create_topic("t");
+    // ...and the reader stores what it rendered under the name.
+    r.topics
+        .get("t")
+        .unwrap()
+        .cache
+        .store(generation, u64::MAX, rendered, &r.lookup_budget);
+    assert_eq!(lookup(&r, "t"), Some((vec![], vec![])));
 }

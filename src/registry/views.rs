@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::key::{Category, KeyView, Registration, RegistrationRef};
+use super::key::{Category, Registration, RegistrationRef};
 use super::producer::Producer;
 use super::{KeyEntry, Nanos, Registry};
 use crate::json;
@@ -46,34 +46,29 @@ impl Registry {
     /// not exist. Served from the topic's cache when current.
     pub fn lookup(&self, topic: &str) -> Option<Bytes> {
         let now = self.clock.now();
-        let entry = {
-            let guard = self
-                .registrations
-                .get(&RegistrationRef::topic(topic) as &dyn KeyView)?;
-            let cache = guard.lookup.as_ref()?;
-            match cache.get(now) {
+        // Take the generation first, then read the data (see `cache.rs`).
+        let (entry, generation) = {
+            let t = self.topics.get(topic)?;
+            match t.cache.get(now) {
                 Ok(body) => return Some(body),
-                Err(_) => Arc::clone(guard.value()),
+                Err(generation) => (Arc::clone(&t.entry), generation),
             }
-        };
-        let cache = entry.lookup.as_ref()?;
-        // Take the generation first, then read the data (see `lookup.rs`).
-        let generation = match cache.get(now) {
-            Ok(body) => return Some(body),
-            Err(generation) => generation,
         };
         let (body, valid_until) = self.render_lookup(topic, &entry, now);
         self.counts
             .lookup_renders
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        cache.store(generation, valid_until, body.clone(), &self.lookup_budget);
+        if let Some(t) = self.topics.get(topic) {
+            t.cache
+                .store(generation, valid_until, body.clone(), &self.lookup_budget);
+        }
         Some(body)
     }
 
     /// The `/lookup` answer rendered from the current snapshots, bypassing
     /// the cache (what a lookup costs right after a change; benchmarks).
     pub fn lookup_uncached(&self, topic: &str) -> Option<Bytes> {
-        let entry = self.entry(RegistrationRef::topic(topic))?;
+        let entry = self.topic_entry(topic)?;
         Some(self.render_lookup(topic, &entry, self.clock.now()).0)
     }
 
@@ -126,10 +121,9 @@ impl Registry {
     /// Every topic key, with or without producers.
     pub fn topics(&self) -> Vec<Arc<str>> {
         let mut topics: Vec<Arc<str>> = self
-            .registrations
+            .topics
             .iter()
-            .filter(|e| e.key().category == Category::Topic)
-            .map(|e| Arc::clone(&e.key().key))
+            .map(|t| Arc::clone(&t.entry.registration.key))
             .collect();
         topics.sort_unstable();
         topics
