@@ -11,6 +11,8 @@ use serde::Serialize;
 pub struct ProcSample {
     /// User + system CPU time consumed so far, in seconds.
     pub cpu_s: f64,
+    /// The system (kernel) part of `cpu_s`.
+    pub system_s: f64,
     /// Resident set size, KiB.
     pub rss_kib: u64,
     /// Peak resident set size since the process started (VmHWM), KiB.
@@ -33,15 +35,15 @@ fn clock_ticks() -> f64 {
     })
 }
 
-/// User+system CPU ticks from the text of `/proc/<pid>/stat`.
-pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+/// (user, system) CPU ticks from the text of `/proc/<pid>/stat`.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     // The command name (field 2) is in parentheses and may hold spaces:
     // count fields from the last ')'. utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// A `VmRSS:`-style field (in kB) from the text of `/proc/<pid>/status`.
@@ -58,9 +60,10 @@ pub fn sample(pid: &str) -> Result<ProcSample, String> {
         .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
-    let ticks = parse_stat_cpu_ticks(&stat).ok_or("unparseable /proc stat")?;
+    let (user, system) = parse_stat_cpu_ticks(&stat).ok_or("unparseable /proc stat")?;
     Ok(ProcSample {
-        cpu_s: ticks as f64 / clock_ticks(),
+        cpu_s: (user + system) as f64 / clock_ticks(),
+        system_s: system as f64 / clock_ticks(),
         rss_kib: parse_status_kib(&status, "VmRSS:").unwrap_or(0),
         peak_rss_kib: parse_status_kib(&status, "VmHWM:").unwrap_or(0),
     })
@@ -71,6 +74,10 @@ pub fn sample(pid: &str) -> Result<ProcSample, String> {
 pub struct ProcDelta {
     /// CPU seconds (user + system) consumed during the phase.
     pub cpu_s: f64,
+    /// The system (kernel) part of `cpu_s`: where a server's time goes
+    /// when its own code is cheap (socket calls, and the wake-ups of the
+    /// peers it answers).
+    pub system_s: f64,
     /// CPU used as a fraction of one core (1.0 = one core fully busy).
     pub cores: f64,
     /// RSS at the end of the phase, KiB.
@@ -103,6 +110,7 @@ impl Probe {
         let cpu_s = (end.cpu_s - start.cpu_s).max(0.0);
         Some(ProcDelta {
             cpu_s,
+            system_s: (end.system_s - start.system_s).max(0.0),
             cores: cpu_s / wall.as_secs_f64(),
             rss_end_kib: end.rss_kib,
             peak_rss_kib: end.peak_rss_kib,
@@ -238,7 +246,7 @@ mod tests {
     fn parses_stat_with_spaces_in_name() {
         let stat =
             "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 100 0 0";
-        assert_eq!(parse_stat_cpu_ticks(stat), Some(300));
+        assert_eq!(parse_stat_cpu_ticks(stat), Some((250, 50)));
         assert_eq!(parse_stat_cpu_ticks("garbage"), None);
     }
 
