@@ -7,9 +7,12 @@
 //! - a repeated parameter: the first value counts.
 //!
 //! Values are bytes (a `%FF` escape is not UTF-8); nothing is allocated
-//! unless a value is actually escaped.
+//! unless a value is actually escaped or there are more than two pairs
+//! (every endpoint takes one or two; this runs on every `/lookup`).
 
 use std::borrow::Cow;
+
+use smallvec::SmallVec;
 
 /// The query string could not be parsed.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,29 +24,47 @@ type Pair<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
 /// Parsed parameters of one request.
 #[derive(Debug, Default)]
 pub struct Params<'a> {
-    pairs: Vec<Pair<'a>>,
+    pairs: SmallVec<[Pair<'a>; 2]>,
 }
 
 impl<'a> Params<'a> {
+    /// One pass over the bytes: split at `&` and at the first `=` of each
+    /// pair, and note whether a pair needs unescaping at all. Go fails the
+    /// whole query for a pair holding a `;` (so: a `;` anywhere, since an
+    /// empty pair holds nothing) and for a bad escape in any pair.
     pub fn parse(query: &'a str) -> Result<Params<'a>, InvalidQuery> {
-        let mut pairs = Vec::new();
-        let mut invalid = false;
-        for pair in query.split('&') {
-            if pair.contains(';') {
-                invalid = true;
-                continue;
+        let bytes = query.as_bytes();
+        let mut pairs = SmallVec::new();
+        let mut start = 0; // of the current pair
+        let mut equals = None; // its first '='
+        let mut escaped = false; // it holds a '%' or a '+'
+        for i in 0..=bytes.len() {
+            match bytes.get(i) {
+                None | Some(b'&') => {
+                    if i > start {
+                        // '&' and '=' are ASCII, so these are char boundaries.
+                        let (key, value) = match equals {
+                            Some(e) => (&query[start..e], &query[e + 1..i]),
+                            None => (&query[start..i], ""),
+                        };
+                        pairs.push(if escaped {
+                            (unescape(key)?, unescape(value)?)
+                        } else {
+                            (
+                                Cow::Borrowed(key.as_bytes()),
+                                Cow::Borrowed(value.as_bytes()),
+                            )
+                        });
+                    }
+                    start = i + 1;
+                    equals = None;
+                    escaped = false;
+                }
+                Some(b'=') if equals.is_none() => equals = Some(i),
+                Some(b'%' | b'+') => escaped = true,
+                Some(b';') => return Err(InvalidQuery),
+                Some(_) => {}
             }
-            if pair.is_empty() {
-                continue;
-            }
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match (unescape(key), unescape(value)) {
-                (Ok(k), Ok(v)) => pairs.push((k, v)),
-                _ => invalid = true,
-            }
-        }
-        if invalid {
-            return Err(InvalidQuery);
         }
         Ok(Params { pairs })
     }
@@ -131,6 +152,44 @@ mod tests {
         assert_eq!(get("&&topic=x&", "topic").unwrap(), b"x");
     }
 
+    /// Go's `url.ParseQuery` written the way Go writes it (split, then
+    /// `Cut`, then unescape each half), for comparison with the one-pass
+    /// parser: the parameters in order, or the error.
+    type OwnedPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn go_parse_query(query: &str) -> Result<OwnedPairs, InvalidQuery> {
+        let mut pairs = Vec::new();
+        let mut invalid = false;
+        for pair in query.split('&') {
+            if pair.contains(';') {
+                invalid = true;
+                continue;
+            }
+            if pair.is_empty() {
+                continue;
+            }
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match (unescape(key), unescape(value)) {
+                (Ok(k), Ok(v)) => pairs.push((k.to_vec(), v.to_vec())),
+                _ => invalid = true,
+            }
+        }
+        if invalid {
+            Err(InvalidQuery)
+        } else {
+            Ok(pairs)
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_pass_parse_agrees_with_go_s_algorithm(query in "[a=&;%+0-9fFgé]{0,24}") {
+            let ours = Params::parse(&query)
+                .map(|p| p.pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<OwnedPairs>());
+            proptest::prop_assert_eq!(ours, go_parse_query(&query));
+        }
+    }
+
     #[test]
     fn paths_keep_plus() {
         assert_eq!(&unescape_path("/a+b%2Fc").unwrap()[..], b"/a+b/c");
@@ -151,6 +210,9 @@ mod tests {
             "topic=%4",
             "a=1&b=%g0",
             "%=1",
+            ";",
+            "topic=x&;",
+            "a=%zz&topic=x",
         ] {
             assert_eq!(Params::parse(q).unwrap_err(), InvalidQuery, "{q}");
         }
