@@ -2,8 +2,8 @@
 //! the router on the path and query-string parsing on the query.
 //!
 //! Checked besides "no panic":
-//! - `Params::parse` agrees with a straightforward reference of Go's
-//!   `url.ParseQuery` (error or not, and the first value of each name);
+//! - `Params::parse` agrees with `go_reference`, Go's `url.ParseQuery`
+//!   written Go's way (error or not, and the first value of each name);
 //! - a redirect always points at a path that routes to an endpoint with
 //!   the same method.
 
@@ -12,50 +12,8 @@
 use hyper::Method;
 use libfuzzer_sys::fuzz_target;
 
-use nsqlookupd::http::query::Params;
+use nsqlookupd::http::query::{Params, go_reference};
 use nsqlookupd::http::router::{Decision, clean_path, route};
-
-/// Go's `url.QueryUnescape`, written independently of the server's.
-fn reference_unescape(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'%' => {
-                let hi = (bytes.next()? as char).to_digit(16)?;
-                let lo = (bytes.next()? as char).to_digit(16)?;
-                out.push(u8::try_from(hi * 16 + lo).ok()?);
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-    }
-    Some(out)
-}
-
-/// Go's `url.ParseQuery`: `None` if it returns an error.
-fn reference_parse(query: &str) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut pairs = Vec::new();
-    let mut ok = true;
-    for pair in query.split('&') {
-        if pair.contains(';') {
-            ok = false;
-            continue;
-        }
-        if pair.is_empty() {
-            continue;
-        }
-        let (k, v) = match pair.find('=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, ""),
-        };
-        match (reference_unescape(k), reference_unescape(v)) {
-            (Some(k), Some(v)) => pairs.push((k, v)),
-            _ => ok = false,
-        }
-    }
-    ok.then_some(pairs)
-}
 
 const METHODS: [Method; 4] = [Method::GET, Method::POST, Method::OPTIONS, Method::HEAD];
 
@@ -65,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
 
     // Query parameters.
     let parsed = Params::parse(query);
-    let reference = reference_parse(query);
+    let reference = go_reference::parse_query(query);
     assert_eq!(parsed.is_ok(), reference.is_some(), "query {query:?}");
     if let (Ok(params), Some(pairs)) = (&parsed, &reference) {
         let mut names = vec!["topic", "channel", "node", ""];
