@@ -3,19 +3,22 @@
 # rounds against one registered fleet, so that a drift of the machine's
 # speed between the two measurements (on a shared VM, ±10 %) hits both.
 #
-#   perf/alternate.sh PRESET [ROUNDS]        (default 3 rounds)
+#   perf/alternate.sh PRESET [ROUNDS [JSON]]       (default 3 rounds)
 #
 # Server and ceiling server pinned to core 0, bench to core 1; each round:
 # `ceiling --ceiling-cpus 0`, then `consumers` against the server, 64
 # connections, 3 s of warm-up + 8 s measured each. Prints one line a round:
 # both rates, and the CPU each server process spent per request, user +
 # system (its share of a core over the round, warm-up included, divided by
-# the measured rate), so that a gap between the two can be placed.
+# the measured rate), so that a gap between the two can be placed. With
+# JSON, also writes every round's figures and the median ratio there
+# (perf/targets.sh judges target 1 on that median).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source perf/server.sh
-preset=${1:?usage: perf/alternate.sh PRESET [ROUNDS]}
+preset=${1:?usage: perf/alternate.sh PRESET [ROUNDS [JSON]]}
 rounds=${2:-3}
+json_out=${3:-}
 server=${SERVER_BIN:-target/release/nsqlookupd}
 bench=${BENCH_BIN:-target/release/nsqlookupd-bench}
 [ -n "${SERVER_BIN:-}" ] || cargo build --release --bin nsqlookupd --bin nsqlookupd-bench
@@ -30,17 +33,39 @@ load=(--preset "$preset" --workers 64 --warmup 3s --duration 8s)
 for r in $(seq "$rounds"); do
     taskset -c 1 "$bench" ceiling "${load[@]}" --ceiling-cpus 0 --json "$tmp/c.json" >/dev/null 2>&1
     taskset -c 1 "$bench" consumers "${load[@]}" --http-address "$http" --server-pid "$pid" --json "$tmp/s.json" >/dev/null 2>&1
-    python3 - "$tmp/c.json" "$tmp/s.json" "$preset" "$r" <<'PY'
+    python3 - "$tmp/c.json" "$tmp/s.json" "$preset" "$r" "$tmp/rounds.jsonl" <<'PY'
 import json, sys
 def load(path, key):
     r = json.load(open(path))[key]
     p = r["server"]
     sys_share = p["system_s"] / p["cpu_s"] if p["cpu_s"] else 0.0
     us = p["cores"] * 1e6 / r["per_second"]
-    return r["per_second"], f"{us * (1 - sys_share):.2f} + {us * sys_share:.2f} us"
+    return r, {"user_us": us * (1 - sys_share), "system_us": us * sys_share}
 c, ccpu = load(sys.argv[1], "ceiling")
 s, scpu = load(sys.argv[2], "lookups")
-print(f"{sys.argv[3]} round {sys.argv[4]}: ceiling {c:,.0f} req/s, server {s:,.0f} req/s = {s / c:.1%}"
-      f"; CPU per request (user + system): ceiling {ccpu}, server {scpu}")
+ratio = s["per_second"] / c["per_second"]
+cpu = lambda x: f"{x['user_us']:.2f} + {x['system_us']:.2f} us"
+print(f"{sys.argv[3]} round {sys.argv[4]}: ceiling {c['per_second']:,.0f} req/s, "
+      f"server {s['per_second']:,.0f} req/s = {ratio:.1%}"
+      f"; CPU per request (user + system): ceiling {cpu(ccpu)}, server {cpu(scpu)}")
+with open(sys.argv[5], "a") as f:
+    f.write(json.dumps({
+        "ceiling_per_second": c["per_second"], "server_per_second": s["per_second"],
+        "ratio": ratio, "server_errors": sum((s.get("errors") or {}).values()),
+        "ceiling_cpu_per_request": ccpu, "server_cpu_per_request": scpu,
+    }) + "\n")
 PY
 done
+if [ -n "$json_out" ]; then
+    python3 - "$tmp/rounds.jsonl" "$preset" "$json_out" <<'PY'
+import json, statistics, sys
+rounds = [json.loads(l) for l in open(sys.argv[1])]
+summary = {
+    "preset": sys.argv[2],
+    "rounds": rounds,
+    "median_ratio": statistics.median(r["ratio"] for r in rounds),
+}
+json.dump(summary, open(sys.argv[3], "w"), indent=2)
+print(f"{sys.argv[2]}: median of {len(rounds)} rounds {summary['median_ratio']:.1%}")
+PY
+fi
