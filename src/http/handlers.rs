@@ -18,7 +18,7 @@ use super::response::{self, Body};
 use super::router::{self, Decision, Endpoint};
 use crate::json;
 use crate::names::is_valid_name;
-use crate::registry::{Nanos, Registry, WholeView};
+use crate::registry::{Nanos, Registry, SharedBody, WholeView};
 use crate::stats::Limit;
 
 /// A failed request: status and message.
@@ -166,7 +166,7 @@ fn failure((status, message): Failure) -> Response<Body> {
 }
 
 /// `Ok(Some(json))`, `Ok(None)` for an empty 200, or a failure.
-type Answer = Result<Option<Bytes>, Failure>;
+type Answer = Result<Option<SharedBody>, Failure>;
 
 /// A parameter that must be present; its value is not checked.
 fn required<'p>(params: &'p Params<'_>, name: &str, missing: Failure) -> Result<&'p [u8], Failure> {
@@ -204,7 +204,7 @@ fn channels(registry: &Registry, params: &Params<'_>) -> Answer {
     let mut out = String::from("{\"channels\":");
     json::push_str_array(&mut out, channels.iter().map(|c| &**c));
     out.push('}');
-    Ok(Some(Bytes::from(out)))
+    Ok(Some(Bytes::from(out).into()))
 }
 
 fn topic_create(registry: &Registry, params: &Params<'_>) -> Answer {

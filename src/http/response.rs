@@ -1,13 +1,38 @@
 //! The shapes of every HTTP answer, with the original's exact headers.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body_util::Full;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION};
 use hyper::{Response, StatusCode};
 
 use crate::json;
+use crate::registry::SharedBody;
 
-pub type Body = Full<Bytes>;
+pub type Body = Full<Chunk>;
+
+/// The bytes of one response body, as hyper writes them: a body the
+/// registry may share with its cache (a `/lookup` answer served without
+/// copying it or touching a second reference count), read from a cursor.
+#[derive(Debug)]
+pub struct Chunk {
+    body: SharedBody,
+    read: usize,
+}
+
+impl Buf for Chunk {
+    fn remaining(&self) -> usize {
+        self.body.len() - self.read
+    }
+
+    fn chunk(&self) -> &[u8] {
+        &self.body[self.read..]
+    }
+
+    fn advance(&mut self, n: usize) {
+        assert!(n <= self.remaining(), "advanced past the end of the body");
+        self.read += n;
+    }
+}
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
@@ -16,14 +41,15 @@ const NSQ_V1: HeaderValue = HeaderValue::from_static("nsq; version=1.0");
 /// A constant, so that no response parses the name again.
 const X_NSQ_CONTENT_TYPE: HeaderName = HeaderName::from_static("x-nsq-content-type");
 
-fn response(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+fn response(status: StatusCode, body: impl Into<SharedBody>) -> Response<Body> {
+    let body = body.into();
+    let mut r = Response::new(Full::new(Chunk { body, read: 0 }));
     *r.status_mut() = status;
     r
 }
 
 /// 200 with a JSON document.
-pub fn json_ok(body: Bytes) -> Response<Body> {
+pub fn json_ok(body: impl Into<SharedBody>) -> Response<Body> {
     let mut r = response(StatusCode::OK, body);
     r.headers_mut().insert(CONTENT_TYPE, JSON);
     r.headers_mut().insert(X_NSQ_CONTENT_TYPE, NSQ_V1);
@@ -135,4 +161,22 @@ pub fn bad_request() -> Response<Body> {
     );
     r.headers_mut().insert(CONTENT_TYPE, TEXT);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_reads_its_body_from_a_cursor() {
+        let mut c = Chunk {
+            body: Bytes::from_static(b"{\"a\":1}").into(),
+            read: 0,
+        };
+        assert_eq!(c.remaining(), 7);
+        c.advance(2);
+        assert_eq!(c.chunk(), b"a\":1}");
+        assert_eq!(c.copy_to_bytes(5), Bytes::from_static(b"a\":1}"));
+        assert!(!c.has_remaining());
+    }
 }

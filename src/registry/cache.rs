@@ -2,8 +2,9 @@
 //! topic, and the whole-registry views `/topics` and `/nodes`.
 //!
 //! A lookup is the hot read: consumers poll it for every topic they read.
-//! Each topic key keeps the fully rendered answer as `Bytes`, so a lookup is
-//! a map probe, two atomic loads and a reference-count increment. The
+//! Each topic key keeps the fully rendered answer, so a lookup is a map
+//! probe, two atomic loads and a reference-count increment, served as a
+//! [`SharedBody`] that holds the cached rendering itself. The
 //! whole-registry views cost milliseconds to render on a big registry and
 //! are polled by every nsqadmin page, so they are kept too ([`ViewSlot`]),
 //! tagged with the registry-wide change counter instead of a per-topic one.
@@ -21,6 +22,7 @@
 //! that raced with a writer is tagged with a stale generation and is never
 //! served.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -65,7 +67,7 @@ impl CacheBudget {
 }
 
 #[derive(Debug)]
-struct Rendered {
+pub(super) struct Rendered {
     generation: u64,
     valid_until: Nanos,
     body: Bytes,
@@ -80,6 +82,41 @@ impl Drop for Rendered {
     }
 }
 
+/// An answer body as the registry hands it out: either one of its cached
+/// renderings, shared, or one rendered for this request alone.
+///
+/// Why not `Bytes` for both: cloning the `Bytes` of a cached body
+/// increments a reference count kept in a separate allocation, one more
+/// cache miss per lookup on a registry too big for the CPU's caches (a
+/// medium fleet's lookups spent ~1 % of the server's time there). Sharing
+/// the `Rendered` instead increments the count on the cache line the
+/// validity check has just read.
+#[derive(Clone, Debug)]
+pub struct SharedBody(Shared);
+
+#[derive(Clone, Debug)]
+enum Shared {
+    Cached(Arc<Rendered>),
+    Own(Bytes),
+}
+
+impl Deref for SharedBody {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Shared::Cached(r) => &r.body,
+            Shared::Own(b) => b,
+        }
+    }
+}
+
+impl From<Bytes> for SharedBody {
+    fn from(body: Bytes) -> Self {
+        SharedBody(Shared::Own(body))
+    }
+}
+
 /// One cached body and the generation it was rendered at, with no
 /// counter of its own: [`LookupCache`] pairs it with the topic's counter,
 /// the whole-registry views with the registry's.
@@ -90,9 +127,11 @@ pub(super) struct ViewSlot {
 
 impl ViewSlot {
     /// The body, if it was rendered at `generation` and is current at `now`.
-    pub(super) fn get(&self, generation: u64, now: Nanos) -> Option<Bytes> {
-        match self.rendered.load().as_deref() {
-            Some(r) if r.generation == generation && now < r.valid_until => Some(r.body.clone()),
+    pub(super) fn get(&self, generation: u64, now: Nanos) -> Option<SharedBody> {
+        match &*self.rendered.load() {
+            Some(r) if r.generation == generation && now < r.valid_until => {
+                Some(SharedBody(Shared::Cached(Arc::clone(r))))
+            }
             _ => None,
         }
     }
@@ -154,7 +193,7 @@ impl LookupCache {
 
     /// The cached body, if it is current at `now`; otherwise the generation
     /// to tag a fresh rendering with. Read the data only after this call.
-    pub(super) fn get(&self, now: Nanos) -> Result<Bytes, Generation> {
+    pub(super) fn get(&self, now: Nanos) -> Result<SharedBody, Generation> {
         let generation = self.generation.load(Ordering::Acquire);
         self.slot.get(generation, now).ok_or(Generation(generation))
     }
@@ -188,7 +227,7 @@ mod tests {
         let c = LookupCache::new(0);
         let g = c.get(1).unwrap_err();
         c.store(g, 100, Bytes::from_static(b"a"), &budget);
-        assert_eq!(c.get(50).unwrap(), "a");
+        assert_eq!(&*c.get(50).unwrap(), b"a");
         assert!(c.get(100).is_err(), "expired at valid_until");
         c.invalidate(1);
         assert!(c.get(50).is_err(), "invalidated");
@@ -232,6 +271,6 @@ mod tests {
             Bytes::from_static(b"123456"),
             &budget,
         );
-        assert_eq!(b.get(2).unwrap(), "123456");
+        assert_eq!(&*b.get(2).unwrap(), b"123456");
     }
 }

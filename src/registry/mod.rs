@@ -57,8 +57,8 @@ pub use producer::{PeerInfo, Producer, ProducerId};
 pub use snapshot::{Member, ProducerSet};
 pub use views::{DebugEntry, DebugProducer, GO_ZERO_TIME_UNIX_NANOS, NodeView};
 
-pub use cache::Generation;
 use cache::{CacheBudget, LookupCache, ViewSlot};
+pub use cache::{Generation, SharedBody};
 
 /// The registry's timing rules (spec section 2).
 #[derive(Clone, Copy, Debug)]
@@ -252,7 +252,7 @@ impl Registry {
     /// and no deadline passed; otherwise the generation to store a fresh
     /// rendering with ([`Registry::store_view`]). Read the data only after
     /// this call.
-    pub fn cached_view(&self, view: WholeView) -> Result<Bytes, Generation> {
+    pub fn cached_view(&self, view: WholeView) -> Result<SharedBody, Generation> {
         let generation = self.changes.load(Ordering::Acquire);
         self.views[view as usize]
             .get(generation, self.clock.now())

@@ -537,7 +537,7 @@ fn many_producers_many_topics() {
 /// one stored with the generation taken first.
 fn view(r: &Registry, view: WholeView) -> (Bytes, bool) {
     match r.cached_view(view) {
-        Ok(body) => (body, true),
+        Ok(body) => (Bytes::copy_from_slice(&body), true),
         Err(generation) => {
             let (body, valid_until) = match view {
                 WholeView::Topics => (Bytes::from(topics(r).join(",")), Nanos::MAX),

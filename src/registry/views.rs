@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::key::{Category, Registration, RegistrationRef};
 use super::producer::Producer;
-use super::{KeyEntry, Nanos, Registry};
+use super::{KeyEntry, Nanos, Registry, SharedBody};
 use crate::json;
 
 /// A producer as `/nodes` lists it.
@@ -44,7 +44,7 @@ pub const GO_ZERO_TIME_UNIX_NANOS: i64 = -6_795_364_578_871_345_152;
 impl Registry {
     /// The `/lookup` answer for `topic`, or `None` when the topic key does
     /// not exist. Served from the topic's cache when current.
-    pub fn lookup(&self, topic: &str) -> Option<Bytes> {
+    pub fn lookup(&self, topic: &str) -> Option<SharedBody> {
         let now = self.clock.now();
         // Take the generation first, then read the data (see `cache.rs`).
         let (entry, generation) = {
@@ -62,7 +62,7 @@ impl Registry {
             t.cache
                 .store(generation, valid_until, body.clone(), &self.lookup_budget);
         }
-        Some(body)
+        Some(body.into())
     }
 
     /// The `/lookup` answer rendered from the current snapshots, bypassing
