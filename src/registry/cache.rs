@@ -7,7 +7,9 @@
 //! [`SharedBody`] that holds the cached rendering itself. The
 //! whole-registry views cost milliseconds to render on a big registry and
 //! are polled by every nsqadmin page, so they are kept too ([`ViewSlot`]),
-//! tagged with the registry-wide change counter instead of a per-topic one.
+//! tagged with the registry-wide change counter itself (any write changes
+//! them), where a topic's cache holds the counter's value at the last
+//! change to that topic.
 //!
 //! Freshness without locks: writers never render. After changing anything
 //! the answer depends on (the topic's producers or tombstones, its channel
@@ -67,7 +69,7 @@ impl CacheBudget {
 }
 
 #[derive(Debug)]
-pub(super) struct Rendered {
+struct Rendered {
     generation: u64,
     valid_until: Nanos,
     body: Bytes,
@@ -118,8 +120,8 @@ impl From<Bytes> for SharedBody {
 }
 
 /// One cached body and the generation it was rendered at, with no
-/// counter of its own: [`LookupCache`] pairs it with the topic's counter,
-/// the whole-registry views with the registry's.
+/// generation of its own: [`LookupCache`] pairs it with the topic's, the
+/// whole-registry views with the registry's change counter.
 #[derive(Debug, Default)]
 pub(super) struct ViewSlot {
     rendered: ArcSwapOption<Rendered>,
@@ -184,8 +186,9 @@ impl LookupCache {
     }
 
     /// Marks every body rendered so far as out of date, and frees the
-    /// cached one. Call *after* the change, with a generation greater than
-    /// any this cache had before.
+    /// cached one. Call *after* the change, with a generation never used
+    /// before (a fresh value of the registry's counter; a later call may
+    /// store a smaller one, see `Registry::topic_changed`).
     pub(super) fn invalidate(&self, generation: u64) {
         self.generation.store(generation, Ordering::Release);
         self.slot.clear();
