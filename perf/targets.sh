@@ -16,6 +16,11 @@
 #                  judged on the median ratio, since single runs scatter
 #                  by ±10 points on this VM
 #   PRESET-open    open loop at half the rate PRESET-closed reached (target 2)
+#   PRESET-open-alternate  RATE=that rate perf/alternate.sh PRESET 3: the
+#                  ceiling server and the server in three alternating
+#                  rounds each at that same rate, so that the tail any HTTP
+#                  server shows on this machine in the same minutes sits
+#                  next to the server's (target 2's floor)
 #   medium-storm   closed loop, every node dropped 3 s after the warm-up
 #                  (`--storm-at` counts from the start of the load, target 4)
 #   medium-heavy   open loop at half the medium rate, with 0.05 % /nodes and
@@ -47,6 +52,10 @@ half_rate() { # half the closed-loop lookups/s of $1
 TAG=-closed CEILING=1 BENCH_ARGS="--workers 64 --warmup 6s" perf/measure.sh "$out" small medium large
 for preset in small medium large; do
     perf/alternate.sh "$preset" 5 "$out/$preset-alternate.json" | tee "$out/$preset-alternate.txt"
+done
+for preset in small medium large; do
+    RATE=$(half_rate "$out/$preset-closed.json") perf/alternate.sh "$preset" 3 "$out/$preset-open-alternate.json" |
+        tee "$out/$preset-open-alternate.txt"
 done
 for rt in "" 10; do
     suffix=${rt:+-rt}

@@ -81,6 +81,24 @@ for tag, label in [("open", ""), ("open-rt", ", server SCHED_FIFO, bench nice -2
     if runs:
         rows.append(["2", f"open loop at half the max: p99 < 1 ms, p99.9 < 5 ms{label}", "; ".join(parts), verdict(ok), f"`*-{tag}`"])
 
+# 2, floor: the ceiling server at the same open-loop rate, in rounds
+# alternating with the server's (normal priority)
+parts, ok, runs = [], True, 0
+for p in PRESETS:
+    a = load(f"{p}-open-alternate")
+    if not a:
+        ok = False
+        continue
+    runs += 1
+    n = len(a["rounds"])
+    ok &= a["server_rounds_meeting_target_2"] == n
+    parts.append(
+        f"{p} at {a['rounds'][0]['rate']:,.0f}/s, {n} rounds each: ceiling met it in {a['ceiling_rounds_meeting_target_2']}"
+        f" (median p99 {ms(a['ceiling_median_p99_us'])}, p99.9 {ms(a['ceiling_median_p999_us'])}), server in"
+        f" {a['server_rounds_meeting_target_2']} (median p99 {ms(a['server_median_p99_us'])}, p99.9 {ms(a['server_median_p999_us'])})")
+if runs:
+    rows.append(["2", "the same, next to the ceiling server at the same rate (alternating rounds, normal priority)", "; ".join(parts), verdict(ok), "`*-open-alternate`"])
+
 # 3. registration cost
 parts, ok = [], True
 for p, r in closed.items():
