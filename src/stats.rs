@@ -26,10 +26,14 @@ pub enum Limit {
     HttpConnections,
     /// An HTTP request body over the limit.
     HttpBodySize,
+    /// `--http-header-timeout`: part of a request head, and not the rest
+    /// (idle keep-alive connections closed after the same time are not
+    /// counted: that is ordinary client behaviour).
+    HttpHeaderTimeout,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 7] = [
+    pub const ALL: [Limit; 8] = [
         Limit::CommandSize,
         Limit::IdentifyBodySize,
         Limit::RegistrationsPerConnection,
@@ -37,6 +41,7 @@ impl Limit {
         Limit::TcpConnections,
         Limit::HttpConnections,
         Limit::HttpBodySize,
+        Limit::HttpHeaderTimeout,
     ];
 
     /// The name used in logs and metrics labels.
@@ -49,6 +54,7 @@ impl Limit {
             Limit::TcpConnections => "max_tcp_connections",
             Limit::HttpConnections => "max_http_connections",
             Limit::HttpBodySize => "http_max_body_size",
+            Limit::HttpHeaderTimeout => "http_header_timeout",
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`query`]: query-string parameters with Go's parsing rules.
 //! - [`handlers`]: one function per endpoint.
 //! - [`response`]: the exact status/headers/body shapes.
+//! - [`head_deadline`]: the request-head timeout, one watcher per connection.
 //!
 //! Handlers read registry snapshots and never wait on a TCP writer.
 //!
@@ -14,11 +15,13 @@
 //! keep-alive connection is kept (slowloris), and the size of a body.
 
 pub mod handlers;
+pub mod head_deadline;
 pub mod query;
 pub mod response;
 pub mod router;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,16 +29,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::accept::{Accepted, Acceptor};
 use crate::registry::Registry;
 use crate::stats::{GaugeGuard, Limit, Stats};
+use head_deadline::{Progress, Stall, Watched};
 
 /// Limits of the HTTP side; each is a flag (see `config`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +97,31 @@ impl HttpContext {
 /// How long an in-flight request may take to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
+/// Closes (cancels `closing`) a connection that stalls: no progress for
+/// `timeout`; ends when `closing` is cancelled by anyone else.
+async fn watch(
+    progress: Arc<Progress>,
+    closing: CancellationToken,
+    timeout: Duration,
+    stats: Arc<Stats>,
+    peer: SocketAddr,
+) {
+    tokio::select! {
+        stall = progress.stalled(timeout) => {
+            match stall {
+                Stall::SlowHead => {
+                    stats.limit_hit(Limit::HttpHeaderTimeout);
+                    warn!(peer = %peer, "HTTP: {peer} sent no complete request head in {timeout:?} \
+                        (--http-header-timeout), closing");
+                }
+                Stall::Idle => debug!(peer = %peer, "HTTP: {peer} idle for {timeout:?}, closing"),
+            }
+            closing.cancel();
+        }
+        _ = closing.cancelled() => {}
+    }
+}
+
 /// Accepts until `shutdown` is cancelled.
 pub async fn run(
     listener: TcpListener,
@@ -107,7 +136,7 @@ pub async fn run(
         Limit::HttpConnections,
         Arc::clone(&ctx.stats),
     );
-    while let Some(Accepted { stream, slot, .. }) = acceptor.next(&shutdown).await {
+    while let Some(Accepted { stream, peer, slot }) = acceptor.next(&shutdown).await {
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -116,23 +145,46 @@ pub async fn run(
             let _open =
                 GaugeGuard::new(&stats.http_connections_open, &stats.http_connections_total);
             let limits = ctx.limits;
+            // The header timeout is kept by a watcher task, not by hyper's
+            // `header_read_timeout` (see `head_deadline` for why). It
+            // closes the connection through `closing`, the one token the
+            // connection polls, which shutdown cancels too; the connection
+            // cancels it when it ends, which ends the watcher.
+            let progress = Arc::new(Progress::default());
+            let closing = shutdown.child_token();
+            let _end_watch = closing.clone().drop_guard();
+            tokio::spawn(watch(
+                Arc::clone(&progress),
+                closing.clone(),
+                limits.header_timeout,
+                Arc::clone(&stats),
+                peer,
+            ));
+            let io = TokioIo::new(Watched::new(stream, Arc::clone(&progress)));
             let service = service_fn(move |req| {
                 let ctx = Arc::clone(&ctx);
-                async move { Ok::<_, Infallible>(handlers::handle(ctx, req).await) }
+                let answering = progress.head_received();
+                async move {
+                    let response = handlers::handle(ctx, req).await;
+                    drop(answering);
+                    Ok::<_, Infallible>(response)
+                }
             });
             let mut conn = pin!(
                 http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_timeout)
                     .max_header_size(limits.max_header_size)
                     .max_buf_size(limits.max_header_size.max(8192))
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(io, service)
             );
             tokio::select! {
                 _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                _ = closing.cancelled() => {
+                    // A stall needs nothing more: dropping `conn` closes
+                    // the socket.
+                    if shutdown.is_cancelled() {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                    }
                 }
             }
         });
