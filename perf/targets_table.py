@@ -36,6 +36,14 @@ def lookup_latency(look):
     return (look.get("latency_by_kind") or {}).get("lookup") or look["latency"]
 
 
+def per_preset(name):
+    """[(preset, data)] of the files `name` (formatted with the preset)
+    that exist, and whether every preset had one."""
+    found = [(p, load(name.format(p))) for p in PRESETS]
+    present = [(p, d) for p, d in found if d]
+    return present, len(present) == len(PRESETS)
+
+
 rows = []
 closed = {p: load(p + "-closed") for p in PRESETS}
 opened = {p: load(p + "-open") for p in PRESETS}
@@ -66,13 +74,9 @@ if "small" in ratios and "large" in ratios and closed["small"] and closed["large
 
 # 2. open loop at half the maximum (normal priority, then server SCHED_FIFO and bench nice -20)
 for tag, label in [("open", ""), ("open-rt", ", server SCHED_FIFO, bench nice -20")]:
-    parts, ok, runs = [], True, 0
-    for p in PRESETS:
-        r = load(f"{p}-{tag}")
-        if not r:
-            ok = False
-            continue
-        runs += 1
+    runs, ok = per_preset("{}-" + tag)
+    parts = []
+    for p, r in runs:
         l = r["lookups"]
         lat = l["latency"]
         good = lat["p99_us"] < 1000 and lat["p999_us"] < 5000 and errors(l) == 0 and l.get("unsent", 0) == 0
@@ -83,13 +87,9 @@ for tag, label in [("open", ""), ("open-rt", ", server SCHED_FIFO, bench nice -2
 
 # 2, floor: the ceiling server at the same open-loop rate, in rounds
 # alternating with the server's (normal priority)
-parts, ok, runs = [], True, 0
-for p in PRESETS:
-    a = load(f"{p}-open-alternate")
-    if not a:
-        ok = False
-        continue
-    runs += 1
+runs, ok = per_preset("{}-open-alternate")
+parts = []
+for p, a in runs:
     n = len(a["rounds"])
     ok &= a["server_rounds_meeting_target_2"] == n
     parts.append(
