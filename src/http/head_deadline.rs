@@ -61,9 +61,9 @@ pub enum Stall {
     Idle,
 }
 
-fn bump(counter: &AtomicU64, by: u64) {
+fn bump(counter: &AtomicU64) {
     counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(by),
+        counter.load(Ordering::Relaxed).wrapping_add(1),
         Ordering::Relaxed,
     );
 }
@@ -72,8 +72,8 @@ impl Progress {
     /// A complete request head arrived and goes to the service; the answer
     /// is in flight until the returned guard is dropped.
     pub fn head_received(self: &Arc<Self>) -> Answering {
-        bump(&self.events, 1);
-        bump(&self.in_flight, 1);
+        bump(&self.events);
+        bump(&self.in_flight);
         self.partial_head.store(false, Ordering::Relaxed);
         Answering(Arc::clone(self))
     }
@@ -112,7 +112,7 @@ impl Drop for Answering {
             progress.in_flight.load(Ordering::Relaxed).saturating_sub(1),
             Ordering::Relaxed,
         );
-        bump(&progress.events, 1);
+        bump(&progress.events);
     }
 }
 
@@ -130,7 +130,7 @@ impl<S> Watched<S> {
 
     fn wrote(&self, result: &Poll<io::Result<usize>>) {
         if matches!(result, Poll::Ready(Ok(n)) if *n > 0) {
-            bump(&self.progress.events, 1);
+            bump(&self.progress.events);
         }
     }
 }
