@@ -18,6 +18,7 @@
 //! - [`names`], [`json`]: topic/channel name rules and Go-compatible JSON output.
 
 pub mod accept;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod json;

@@ -4,7 +4,8 @@
 //! whoever reports them (logs now, `/metrics` later). Nothing here is ever
 //! behind a lock, so counting costs a lookup nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use std::sync::Mutex;
@@ -151,9 +152,44 @@ pub struct RouteStats {
     pub latency: Histogram,
 }
 
+/// Cluster mode's counters (`cluster`), exported only when it is on.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Cluster mode is on (`--etcd-endpoints`).
+    pub enabled: AtomicBool,
+    /// The last etcd call succeeded (watch or publish).
+    pub connected: AtomicBool,
+    /// The first snapshot of the other replicas is applied.
+    pub ready: AtomicBool,
+    /// The TTL etcd last granted or confirmed for this replica's lease.
+    pub lease_ttl_seconds: AtomicU64,
+    pub keepalive_failures: AtomicU64,
+    /// Keys written or deleted for this replica's own registrations.
+    pub published: AtomicU64,
+    /// Transactions sent.
+    pub batches: AtomicU64,
+    pub publish_errors: AtomicU64,
+    /// Keys waiting to be published.
+    pub pending: AtomicU64,
+    /// Full republishes under a new lease.
+    pub republishes: AtomicU64,
+    /// Keys received from the watch.
+    pub received: AtomicU64,
+    /// Registry writes made for other replicas' registrations.
+    pub applied: AtomicU64,
+    /// Snapshots loaded (at start, after a compacted or lost watch).
+    pub resyncs: AtomicU64,
+    /// Producers shown for nsqd connected to other replicas only.
+    pub remote_producers: AtomicU64,
+    /// From a key's publication on one replica to its application here.
+    pub watch_lag: Histogram,
+}
+
 /// The counters.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Cluster mode (etcd).
+    pub cluster: Arc<ClusterStats>,
     pub tcp_connections_open: AtomicU64,
     pub tcp_connections_total: AtomicU64,
     pub http_connections_open: AtomicU64,

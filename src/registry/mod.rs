@@ -22,6 +22,9 @@
 //!   writer bumps, so that an answer is rendered once per change, not once
 //!   per request.
 //!
+//! - An optional [`Observer`] hears of every write (see `observer.rs`):
+//!   the cluster replicator follows this replica's own writes through it.
+//!
 //! Writers (registrations, admin endpoints) serialise on one `std` mutex.
 //! Why one lock: each protocol operation of the original is a compound
 //! read-modify-write across several keys ("remove the producer, and the key
@@ -36,6 +39,7 @@
 mod cache;
 mod clock;
 mod key;
+mod observer;
 mod producer;
 mod snapshot;
 mod views;
@@ -52,6 +56,7 @@ use tracing::{debug, info, warn};
 
 pub use clock::{Clock, Nanos, duration_nanos};
 pub use key::{Category, KeyView, Registration, RegistrationRef};
+pub use observer::{Change, Observer};
 use producer::IdHashing;
 pub use producer::{PeerInfo, Producer, ProducerId};
 pub use snapshot::{Member, ProducerSet};
@@ -173,10 +178,17 @@ pub struct Registry {
     clock: Clock,
     inactive_timeout: Nanos,
     tombstone_lifetime: Nanos,
+    /// Told of every write but the unobserved ones.
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Registry {
     pub fn new(options: RegistryOptions) -> Self {
+        Registry::with_observer(options, None)
+    }
+
+    /// A registry whose writes are reported to `observer`.
+    pub fn with_observer(options: RegistryOptions, observer: Option<Arc<dyn Observer>>) -> Self {
         Registry {
             registrations: DashMap::new(),
             topics: DashMap::new(),
@@ -191,7 +203,35 @@ impl Registry {
             clock: Clock::new(),
             inactive_timeout: duration_nanos(options.inactive_producer_timeout),
             tombstone_lifetime: duration_nanos(options.tombstone_lifetime),
+            observer,
         }
+    }
+
+    /// Reports `change` to the observer, if there is one: as
+    /// [`Observer::changed`] when `observed`, else as [`Observer::applied`].
+    fn report(&self, observed: bool, change: Change<'_>) {
+        if let Some(observer) = &self.observer {
+            if observed {
+                observer.changed(change);
+            } else {
+                observer.applied(change);
+            }
+        }
+    }
+
+    /// The admin writes, unreported: for the observer's own writes.
+    pub fn unobserved(&self) -> Unobserved<'_> {
+        Unobserved(self)
+    }
+
+    /// The inactivity rule's timeout (`--inactive-producer-timeout`).
+    pub fn inactive_timeout(&self) -> Duration {
+        Duration::from_nanos(self.inactive_timeout)
+    }
+
+    /// How long a tombstone hides a producer (`--tombstone-lifetime`).
+    pub fn tombstone_lifetime(&self) -> Duration {
+        Duration::from_nanos(self.tombstone_lifetime)
     }
 
     pub fn clock(&self) -> &Clock {
@@ -390,6 +430,17 @@ impl Registry {
     /// Registers an identified connection under the `client` key and
     /// returns the handle its session drives the registry with.
     pub fn identify(self: &Arc<Self>, peer: PeerInfo) -> ProducerHandle {
+        self.identify_as(peer, true)
+    }
+
+    /// [`Registry::identify`] for the observer's own producers (copies of
+    /// producers held elsewhere): nothing done through the handle is
+    /// reported.
+    pub fn identify_unobserved(self: &Arc<Self>, peer: PeerInfo) -> ProducerHandle {
+        self.identify_as(peer, false)
+    }
+
+    fn identify_as(self: &Arc<Self>, peer: PeerInfo, observed: bool) -> ProducerHandle {
         let _w = self.lock();
         let id = self.next_producer_id.fetch_add(1, Ordering::Relaxed);
         let producer = Arc::new(Producer::new(id, peer, self.clock.now()));
@@ -402,12 +453,16 @@ impl Registry {
                 producer.peer.remote_address
             );
         }
+        if observed {
+            self.report(true, Change::Identified(&producer));
+        }
         let mut keys = KeyList::default();
         keys.joined(client, id);
         ProducerHandle {
             registry: Arc::clone(self),
             producer,
             keys,
+            observed,
         }
     }
 
@@ -415,55 +470,107 @@ impl Registry {
 
     /// `POST /topic/create`: makes sure the topic key exists.
     pub fn create_topic(&self, topic: &str) {
-        let _w = self.lock();
-        self.ensure_key(RegistrationRef::topic(topic));
+        self.admin_create_topic(topic, true);
     }
 
     /// `POST /topic/delete`: removes the topic key and all its channel keys.
     pub fn delete_topic(&self, topic: &str) {
-        let _w = self.lock();
-        for channel in self.channels(topic).iter() {
-            self.remove_key(RegistrationRef::channel(topic, channel));
-        }
-        self.remove_key(RegistrationRef::topic(topic));
+        self.admin_delete_topic(topic, true);
     }
 
     /// `POST /channel/create`: makes sure the channel key and its topic key exist.
     pub fn create_channel(&self, topic: &str, channel: &str) {
-        let _w = self.lock();
-        self.ensure_key(RegistrationRef::channel(topic, channel));
-        self.ensure_key(RegistrationRef::topic(topic));
+        self.admin_create_channel(topic, channel, true);
     }
 
     /// `POST /channel/delete`: removes the channel key; false if there was none.
     pub fn delete_channel(&self, topic: &str, channel: &str) -> bool {
-        let _w = self.lock();
-        self.remove_key(RegistrationRef::channel(topic, channel))
+        self.admin_delete_channel(topic, channel, true)
     }
 
     /// `POST /topic/tombstone`: tombstones, for `topic` only, every producer
     /// whose `broadcast_address:http_port` is `node`. Returns how many.
     pub fn tombstone(&self, topic: &str, node: &str) -> usize {
+        self.admin_tombstone(topic, node, true)
+    }
+
+    // Each admin write reports under the writer lock, so that an observer
+    // keeping its own state sees it in the same order as the registrations
+    // around it.
+
+    fn admin_create_topic(&self, topic: &str, observed: bool) {
         let _w = self.lock();
-        let Some(entry) = self.topic_entry(topic) else {
-            return 0;
-        };
-        let current = entry.producers.load();
-        let hit: Vec<ProducerId> = current
-            .members()
-            .iter()
-            .map(|m| m.producer)
-            .filter(|id| {
+        self.ensure_key(RegistrationRef::topic(topic));
+        self.report(observed, Change::TopicCreated(topic));
+    }
+
+    fn admin_delete_topic(&self, topic: &str, observed: bool) {
+        let _w = self.lock();
+        for channel in self.channels(topic).iter() {
+            self.remove_key(RegistrationRef::channel(topic, channel));
+        }
+        self.remove_key(RegistrationRef::topic(topic));
+        self.report(observed, Change::TopicDeleted(topic));
+    }
+
+    fn admin_create_channel(&self, topic: &str, channel: &str, observed: bool) {
+        let _w = self.lock();
+        self.ensure_key(RegistrationRef::channel(topic, channel));
+        self.ensure_key(RegistrationRef::topic(topic));
+        self.report(observed, Change::ChannelCreated { topic, channel });
+    }
+
+    fn admin_delete_channel(&self, topic: &str, channel: &str, observed: bool) -> bool {
+        let _w = self.lock();
+        let existed = self.remove_key(RegistrationRef::channel(topic, channel));
+        self.report(observed, Change::ChannelDeleted { topic, channel });
+        existed
+    }
+
+    fn admin_tombstone(&self, topic: &str, node: &str, observed: bool) -> usize {
+        let _w = self.lock();
+        let mut hit = Vec::new();
+        if let Some(entry) = self.topic_entry(topic) {
+            let current = entry.producers.load();
+            hit.extend(current.members().iter().map(|m| m.producer).filter(|id| {
                 self.producers
                     .get(id)
                     .is_some_and(|p| p.peer.node_address() == node)
-            })
-            .collect();
-        if let Some(next) = current.with_tombstones(&hit, self.clock.now()) {
-            entry.producers.store(Arc::new(next));
-            self.entry_changed(&entry);
+            }));
+            if let Some(next) = current.with_tombstones(&hit, self.clock.now()) {
+                entry.producers.store(Arc::new(next));
+                self.entry_changed(&entry);
+            }
         }
+        self.report(observed, Change::Tombstoned { topic, node });
         hit.len()
+    }
+}
+
+/// The admin writes of [`Registry`] for its observer's own use: reported
+/// to [`Observer::applied`], not [`Observer::changed`].
+#[derive(Clone, Copy, Debug)]
+pub struct Unobserved<'a>(&'a Registry);
+
+impl Unobserved<'_> {
+    pub fn create_topic(self, topic: &str) {
+        self.0.admin_create_topic(topic, false);
+    }
+
+    pub fn delete_topic(self, topic: &str) {
+        self.0.admin_delete_topic(topic, false);
+    }
+
+    pub fn create_channel(self, topic: &str, channel: &str) {
+        self.0.admin_create_channel(topic, channel, false);
+    }
+
+    pub fn delete_channel(self, topic: &str, channel: &str) -> bool {
+        self.0.admin_delete_channel(topic, channel, false)
+    }
+
+    pub fn tombstone(self, topic: &str, node: &str) -> usize {
+        self.0.admin_tombstone(topic, node, false)
     }
 }
 
@@ -533,6 +640,8 @@ pub struct ProducerHandle {
     producer: Arc<Producer>,
     /// Every key this producer joined (and may still be in).
     keys: KeyList,
+    /// Whether its changes are reported to the registry's observer.
+    observed: bool,
 }
 
 impl ProducerHandle {
@@ -551,6 +660,13 @@ impl ProducerHandle {
         &self.producer.peer.remote_address
     }
 
+    /// Tells the observer of this producer's change, if it is observed.
+    fn report(&self, change: Change<'_>) {
+        if self.observed {
+            self.registry.report(true, change);
+        }
+    }
+
     /// PING: refreshes the last-update time; returns the time since the previous one.
     pub fn ping(&self) -> Duration {
         let registry = &self.registry;
@@ -567,6 +683,7 @@ impl ProducerHandle {
             }
             registry.changed();
         }
+        self.report(Change::Pinged(&self.producer));
         Duration::from_nanos(silent)
     }
 
@@ -591,6 +708,14 @@ impl ProducerHandle {
             debug!(peer = %self.addr(), topic,
                 "DB: client({}) REGISTER category:topic key:{topic} subkey:", self.addr());
             self.keys.joined(entry, id);
+        }
+        if outcome.topic_added || outcome.channel_added {
+            let producer = &self.producer;
+            self.report(Change::Registered {
+                producer,
+                topic,
+                channel,
+            });
         }
         outcome
     }
@@ -642,6 +767,12 @@ impl ProducerHandle {
                 }
             }
         }
+        let producer = &self.producer;
+        self.report(Change::Unregistered {
+            producer,
+            topic,
+            channel,
+        });
     }
 }
 
@@ -661,6 +792,7 @@ impl Drop for ProducerHandle {
         }
         registry.producers.remove(&id);
         registry.changed();
+        self.report(Change::Removed(&self.producer));
         info!(peer = %self.producer.peer.remote_address, registrations = count,
             "DB: client({}) removed from {count} registrations", self.producer.peer.remote_address);
     }
