@@ -245,7 +245,13 @@ fn help_lists_every_flag_with_its_default_and_the_groups() {
     let exit = run_to_exit(["--help"], EXIT_DEADLINE);
     assert!(exited_successfully(exit.status), "--help: {exit:?}");
     let help = &exit.stdout;
-    for group in ["Listeners", "Registry timings", "Limits", "Logging"] {
+    for group in [
+        "Listeners",
+        "Registry timings",
+        "Limits",
+        "Logging",
+        "Cluster (etcd)",
+    ] {
         assert!(
             help.lines().any(|l| l.trim_end() == format!("{group}:")),
             "--help lacks the group heading {group:?}:\n{help}"
@@ -285,6 +291,15 @@ fn help_lists_every_flag_with_its_default_and_the_groups() {
         ("--log-level", "info"),
         ("--log-prefix", "\"[nsqlookupd] \""),
         ("--verbose", "false"),
+        ("--etcd-endpoints", "none, standalone"),
+        ("--etcd-prefix", "/nsqlookupd"),
+        ("--etcd-lease-ttl", "1m0s"),
+        ("--etcd-max-txn-ops", "128"),
+        ("--etcd-username", "none"),
+        ("--etcd-password-file", "none"),
+        ("--etcd-cacert", "none"),
+        ("--etcd-cert", "none"),
+        ("--etcd-key", "none"),
     ];
     for (flag, default) in with_defaults {
         let text = entry(flag);
@@ -352,6 +367,133 @@ fn bad_command_lines_exit_2_with_one_line_naming_the_flag() {
     for (args, needles) in cases {
         let exit = run_to_exit(*args, EXIT_DEADLINE);
         assert_usage_error(args, &exit, needles);
+    }
+}
+
+/// Every `--etcd-*` flag with a bad value, and each check across them: exit
+/// 2 with one line naming the flag. All of these fail at parse time, before
+/// anything would connect to etcd.
+#[test]
+fn bad_etcd_flags_exit_2_with_one_line_naming_the_flag() {
+    let dir = TempDir::new("etcd-flags");
+    let pem = dir.file("client.pem", "not checked at parse time\n");
+    let password = dir.file("password", "s3cret\n");
+    let empty = dir.file("empty-password", "\n");
+    let missing = dir.0.join("missing.pem");
+    let (pem, password, empty, missing) = (
+        pem.display().to_string(),
+        password.display().to_string(),
+        empty.display().to_string(),
+        missing.display().to_string(),
+    );
+    let endpoint = "--etcd-endpoints=http://127.0.0.1:2379".to_owned();
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            vec!["--etcd-endpoints=127.0.0.1:2379".into()],
+            vec!["--etcd-endpoints", "127.0.0.1:2379"],
+        ),
+        (
+            vec!["--etcd-endpoints=ftp://etcd:2379".into()],
+            vec!["--etcd-endpoints", "ftp://etcd:2379"],
+        ),
+        (
+            vec!["--etcd-endpoints=http://etcd".into()],
+            vec!["--etcd-endpoints", "port"],
+        ),
+        (
+            vec!["--etcd-endpoints=http://a:2379,https://b:2379".into()],
+            vec!["--etcd-endpoints", "mixes"],
+        ),
+        (vec!["--etcd-endpoints".into()], vec!["--etcd-endpoints"]),
+        (vec!["--etcd-prefix=/".into()], vec!["--etcd-prefix"]),
+        (vec!["--etcd-prefix=/a b".into()], vec!["--etcd-prefix"]),
+        (
+            vec!["--etcd-lease-ttl=soon".into()],
+            vec!["--etcd-lease-ttl", "soon"],
+        ),
+        (
+            vec!["--etcd-lease-ttl=4s".into()],
+            vec!["--etcd-lease-ttl", "5s"],
+        ),
+        (
+            vec!["--etcd-lease-ttl=10500ms".into()],
+            vec!["--etcd-lease-ttl", "seconds"],
+        ),
+        (
+            vec!["--etcd-max-txn-ops=0".into()],
+            vec!["--etcd-max-txn-ops"],
+        ),
+        (
+            vec!["--etcd-max-txn-ops=many".into()],
+            vec!["--etcd-max-txn-ops", "many"],
+        ),
+        (
+            vec![endpoint.clone(), "--etcd-username=nsq".into()],
+            vec!["--etcd-username", "--etcd-password-file"],
+        ),
+        (
+            vec![endpoint.clone(), format!("--etcd-password-file={password}")],
+            vec!["--etcd-password-file", "--etcd-username"],
+        ),
+        (
+            vec![
+                endpoint.clone(),
+                "--etcd-username=nsq".into(),
+                format!("--etcd-password-file={missing}"),
+            ],
+            vec!["--etcd-password-file", &missing],
+        ),
+        (
+            vec![
+                endpoint.clone(),
+                "--etcd-username=nsq".into(),
+                format!("--etcd-password-file={empty}"),
+            ],
+            vec!["--etcd-password-file"],
+        ),
+        (
+            vec![endpoint.clone(), format!("--etcd-cacert={missing}")],
+            vec!["--etcd-cacert", &missing],
+        ),
+        (
+            vec![endpoint.clone(), format!("--etcd-cert={pem}")],
+            vec!["--etcd-cert", "--etcd-key"],
+        ),
+        (
+            vec![endpoint.clone(), format!("--etcd-key={pem}")],
+            vec!["--etcd-key", "--etcd-cert"],
+        ),
+        (
+            vec![
+                endpoint.clone(),
+                format!("--etcd-cert={missing}"),
+                format!("--etcd-key={pem}"),
+            ],
+            vec!["--etcd-cert", &missing],
+        ),
+        (
+            vec![
+                endpoint.clone(),
+                format!("--etcd-cert={pem}"),
+                format!("--etcd-key={missing}"),
+            ],
+            vec!["--etcd-key", &missing],
+        ),
+        // A client certificate needs TLS: https endpoints or a CA.
+        (
+            vec![
+                endpoint.clone(),
+                format!("--etcd-cert={pem}"),
+                format!("--etcd-key={pem}"),
+            ],
+            vec!["--etcd-cert", "https"],
+        ),
+    ];
+    for (flags, needles) in &cases {
+        let mut args = vec![LOCAL_TCP, LOCAL_HTTP];
+        args.extend(flags.iter().map(String::as_str));
+        let exit = run_to_exit(&args, EXIT_DEADLINE);
+        assert_usage_error(&args, &exit, needles);
     }
 }
 
@@ -458,6 +600,16 @@ fn config_file_with_a_bad_value_exits_2_naming_the_key() {
         ("tombstone_lifetime = \"forever\"\n", "tombstone_lifetime"),
         ("log_level = \"loud\"\n", "log_level"),
         ("max_command_size = 0\n", "max_command_size"),
+        ("etcd_endpoints = \"localhost:2379\"\n", "etcd_endpoints"),
+        ("etcd_endpoints = [\"http://a:1\", 2]\n", "etcd_endpoints"),
+        ("etcd_prefix = \"/\"\n", "etcd_prefix"),
+        ("etcd_lease_ttl = \"1s\"\n", "etcd_lease_ttl"),
+        ("etcd_max_txn_ops = 0\n", "etcd_max_txn_ops"),
+        ("etcd_username = \"nsq\"\n", "etcd_username"),
+        (
+            "etcd_endpoints = \"http://a:1\"\netcd_cacert = \"/nonexistent/ca.pem\"\n",
+            "etcd_cacert",
+        ),
     ] {
         let path = dir.file("bad.toml", contents);
         let flag = config_flag(&path);
@@ -465,6 +617,67 @@ fn config_file_with_a_bad_value_exits_2_naming_the_key() {
         let exit = run_to_exit(args, EXIT_DEADLINE);
         assert_usage_error(&args, &exit, &[key]);
     }
+}
+
+/// `etcd_endpoints` in the config file, as a comma-separated string and as
+/// an array of strings. Seen through errors raised at parse time only, so
+/// that no run here reaches for an etcd: mixed schemes prove the list is
+/// split; the check that a client certificate has TLS, made only in cluster
+/// mode, proves a valid list is taken.
+#[test]
+fn config_file_etcd_keys_take_a_string_or_an_array() {
+    let dir = TempDir::new("etcd-keys");
+    let pem = dir.file("client.pem", "pem\n").display().to_string();
+    let pem_keys = format!("etcd_cert = {pem:?}\netcd_key = {pem:?}\n");
+    for (endpoints, needles) in [
+        (
+            "\"http://a:2379,https://b:2379\"",
+            &["etcd_endpoints", "mixes"][..],
+        ),
+        (
+            "[\"http://a:2379\", \"https://b:2379\"]",
+            &["etcd_endpoints", "mixes"],
+        ),
+        (
+            "\"http://127.0.0.1:2379, http://127.0.0.2:2379\"",
+            &["etcd_cert", "https", "etcd_cacert"],
+        ),
+        (
+            "[\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]",
+            &["etcd_cert", "https", "etcd_cacert"],
+        ),
+    ] {
+        let path = dir.file(
+            "etcd.toml",
+            &format!(
+                "etcd_endpoints = {endpoints}\n\
+                 etcd_prefix = \"cluster-a/\"\n\
+                 etcd_lease_ttl = \"30s\"\n\
+                 etcd_max_txn_ops = 64\n\
+                 {pem_keys}"
+            ),
+        );
+        let flag = config_flag(&path);
+        let args = [flag.as_str(), LOCAL_TCP, LOCAL_HTTP];
+        let exit = run_to_exit(args, EXIT_DEADLINE);
+        assert_usage_error(&args, &exit, needles);
+    }
+    // The command line wins over the file: its http endpoint replaces the
+    // file's https one, which leaves the file's client certificate without
+    // TLS.
+    let path = dir.file(
+        "etcd.toml",
+        &format!("etcd_endpoints = [\"https://a:2379\"]\n{pem_keys}"),
+    );
+    let flag = config_flag(&path);
+    let args = [
+        flag.as_str(),
+        LOCAL_TCP,
+        LOCAL_HTTP,
+        "--etcd-endpoints=http://a:2379",
+    ];
+    let exit = run_to_exit(args, EXIT_DEADLINE);
+    assert_usage_error(&args, &exit, &["etcd_cert", "https"]);
 }
 
 #[test]

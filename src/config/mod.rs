@@ -9,6 +9,7 @@
 //! one line Go's `flag` package would print.
 
 mod duration;
+mod etcd;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 pub use duration::{format_go_duration, parse_go_duration};
+pub use etcd::EtcdOptions;
 
 use crate::http::HttpLimits;
 use crate::tcp::TcpLimits;
@@ -90,6 +92,11 @@ fn parse_header_size(s: &str) -> Result<usize, String> {
         n if n < 8192 => Err("must be at least 8192".into()),
         n => Ok(n),
     }
+}
+
+/// A path; empty is accepted here and means "not given".
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -218,6 +225,46 @@ struct Cli {
         help_heading = "Logging")]
     verbose: bool,
 
+    /// etcd client URLs (http:// or https://, with host and port), comma separated; turns cluster mode on [default: none, standalone]
+    #[arg(long, value_name = "URL[,URL...]", value_parser = etcd::parse_endpoints,
+        help_heading = "Cluster (etcd)")]
+    etcd_endpoints: Option<etcd::Endpoints>,
+
+    /// prefix of every etcd key of this cluster
+    #[arg(long, value_name = "PREFIX", default_value = "/nsqlookupd", value_parser = etcd::parse_prefix,
+        help_heading = "Cluster (etcd)")]
+    etcd_prefix: String,
+
+    /// etcd lease TTL: how long a dead replica's registrations stay visible on the others; must exceed the time nsqd takes to re-register with a surviving replica (two 15s ping intervals)
+    #[arg(long, value_name = "DURATION", default_value = "1m0s", value_parser = etcd::parse_lease_ttl,
+        help_heading = "Cluster (etcd)")]
+    etcd_lease_ttl: Duration,
+
+    /// most operations in one etcd transaction; not above the etcd server's max-txn-ops
+    #[arg(long, value_name = "N", default_value = "128", value_parser = etcd::parse_max_txn_ops,
+        help_heading = "Cluster (etcd)")]
+    etcd_max_txn_ops: usize,
+
+    /// etcd user (needs --etcd-password-file) [default: none]
+    #[arg(long, value_name = "USER", help_heading = "Cluster (etcd)")]
+    etcd_username: Option<String>,
+
+    /// file holding the etcd user's password, read at start [default: none]
+    #[arg(long, value_name = "FILE", value_parser = parse_path, help_heading = "Cluster (etcd)")]
+    etcd_password_file: Option<PathBuf>,
+
+    /// CA certificate (PEM) to verify etcd with; turns TLS on [default: none]
+    #[arg(long, value_name = "FILE", value_parser = parse_path, help_heading = "Cluster (etcd)")]
+    etcd_cacert: Option<PathBuf>,
+
+    /// client certificate (PEM) for etcd (needs --etcd-key) [default: none]
+    #[arg(long, value_name = "FILE", value_parser = parse_path, help_heading = "Cluster (etcd)")]
+    etcd_cert: Option<PathBuf>,
+
+    /// private key (PEM) of --etcd-cert [default: none]
+    #[arg(long, value_name = "FILE", value_parser = parse_path, help_heading = "Cluster (etcd)")]
+    etcd_key: Option<PathBuf>,
+
     /// path to a TOML config file (keys are flag names with _ for -)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -242,6 +289,8 @@ pub struct Options {
     pub lookup_cache_size: usize,
     pub tcp_limits: TcpLimits,
     pub http_limits: HttpLimits,
+    /// Cluster mode; `None` = standalone.
+    pub etcd: Option<EtcdOptions>,
 }
 
 impl Default for Options {
@@ -395,7 +444,7 @@ where
         Some(path) => Some(load_file(path, &mut warnings)?),
         None => None,
     };
-    let options = resolve(cli, &matches, file.as_ref())?;
+    let options = resolve(cli, &matches, file.as_ref(), &mut warnings)?;
     Ok(Parsed::Run {
         options: Box::new(options),
         warnings,
@@ -432,6 +481,10 @@ fn load_file(path: &PathBuf, warnings: &mut Vec<String>) -> Result<toml::Table, 
     Ok(table)
 }
 
+/// Config file keys that also take an array of strings, read as the
+/// comma-separated list the flag takes.
+const LIST_KEYS: &[&str] = &["etcd_endpoints"];
+
 /// A value from the config file, converted with the flag's own parser.
 fn file_value<T>(
     table: &toml::Table,
@@ -443,12 +496,28 @@ fn file_value<T>(
     };
     let text = match value {
         toml::Value::String(s) => s.clone(),
-        toml::Value::Integer(n) if key.ends_with("_timeout") || key.ends_with("_lifetime") => {
+        toml::Value::Integer(n)
+            if key.ends_with("_timeout") || key.ends_with("_lifetime") || key.ends_with("_ttl") =>
+        {
             // go-options reads a bare number for a duration as milliseconds.
             format!("{n}ms")
         }
         toml::Value::Integer(n) => n.to_string(),
         toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(items) if LIST_KEYS.contains(&key) => {
+            let mut parts = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    toml::Value::String(s) => parts.push(s.as_str()),
+                    other => {
+                        return Err(ConfigError(format!(
+                            "invalid value {other} in config option {key}: a string expected"
+                        )));
+                    }
+                }
+            }
+            parts.join(",")
+        }
         other => other.to_string(),
     };
     parse(&text).map(Some).map_err(|e| {
@@ -462,6 +531,7 @@ fn resolve(
     cli: Cli,
     matches: &ArgMatches,
     file: Option<&toml::Table>,
+    warnings: &mut Vec<String>,
 ) -> Result<Options, ConfigError> {
     let from_flag = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
     macro_rules! pick {
@@ -501,6 +571,27 @@ fn resolve(
     let log_format = pick!(log_format, parse_log_format);
     let lookup_cache_size = pick!(lookup_cache_size, parse_size);
     let _verbose: bool = pick!(verbose, parse_bool);
+    let path = |s: &str| parse_path(s).map(Some);
+    let etcd = etcd::resolve(
+        etcd::Given {
+            endpoints: pick!(etcd_endpoints, |s| etcd::parse_endpoints(s).map(Some))
+                .unwrap_or_default()
+                .0,
+            prefix: pick!(etcd_prefix, etcd::parse_prefix),
+            lease_ttl: pick!(etcd_lease_ttl, etcd::parse_lease_ttl),
+            max_txn_ops: pick!(etcd_max_txn_ops, etcd::parse_max_txn_ops),
+            username: pick!(etcd_username, |s| Ok::<_, String>(Some(s.to_owned()))),
+            password_file: pick!(etcd_password_file, path),
+            cacert: pick!(etcd_cacert, path),
+            cert: pick!(etcd_cert, path),
+            key: pick!(etcd_key, path),
+        },
+        |id| match file {
+            Some(table) if !from_flag(id) && table.contains_key(id) => etcd::Source::File,
+            _ => etcd::Source::Flag,
+        },
+        warnings,
+    )?;
     Ok(Options {
         tcp_address,
         http_address,
@@ -525,6 +616,7 @@ fn resolve(
             max_header_size: http_max_header_size,
             max_body_size: http_max_body_size,
         },
+        etcd,
     })
 }
 
@@ -563,6 +655,8 @@ mod tests {
             None
         );
         assert!(!o.broadcast_address.is_empty());
+        assert_eq!(o.etcd, None, "standalone by default");
+        assert_eq!(Options::default().etcd, None);
     }
 
     #[test]
@@ -603,6 +697,9 @@ mod tests {
                     "Registry timings",
                     "Limits",
                     "Logging",
+                    "Cluster (etcd)",
+                    "--etcd-endpoints",
+                    "[default: /nsqlookupd]",
                     "[default: 0.0.0.0:4160]",
                     "[default: 5m0s]",
                 ] {
@@ -689,6 +786,361 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A directory for one test's files, removed on drop.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(test: &str) -> Scratch {
+            let dir = std::env::temp_dir()
+                .join(format!("nsqlookupd-config-{}-{test}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn file(&self, name: &str, contents: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, contents).unwrap();
+            path.display().to_string()
+        }
+
+        fn missing(&self, name: &str) -> String {
+            self.0.join(name).display().to_string()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn run(argv: &[String]) -> Result<(Options, Vec<String>), ConfigError> {
+        let mut full = vec!["nsqlookupd".to_owned()];
+        full.extend_from_slice(argv);
+        match parse_args(full)? {
+            Parsed::Run { options, warnings } => Ok((*options, warnings)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn etcd_defaults_match_the_constants() {
+        let cli = Cli::try_parse_from(["nsqlookupd"]).unwrap();
+        assert_eq!(cli.etcd_prefix, etcd::DEFAULT_PREFIX);
+        assert_eq!(cli.etcd_lease_ttl, etcd::DEFAULT_LEASE_TTL);
+        assert_eq!(cli.etcd_max_txn_ops, etcd::DEFAULT_MAX_TXN_OPS);
+        assert!(cli.etcd_endpoints.is_none());
+    }
+
+    #[test]
+    fn etcd_cluster_mode_from_flags() {
+        let o = options(&["--etcd-endpoints=http://127.0.0.1:2379"]);
+        assert_eq!(
+            o.etcd,
+            Some(EtcdOptions {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                prefix: "/nsqlookupd".into(),
+                lease_ttl: Duration::from_secs(60),
+                max_txn_ops: 128,
+                username: None,
+                password: None,
+                ca_file: None,
+                cert_file: None,
+                key_file: None,
+            })
+        );
+        assert!(!o.etcd.unwrap().uses_tls());
+
+        let dir = Scratch::new("etcd-flags");
+        let password = dir.file("pw", "s3cret\n");
+        let ca = dir.file("ca.pem", "ca");
+        let cert = dir.file("c.pem", "cert");
+        let key = dir.file("k.pem", "key");
+        let (o, warnings) = run(&[
+            "-etcd-endpoints".into(),
+            "https://etcd-1:2379, https://etcd-2:2379/".into(),
+            "--etcd-prefix=prod/lookupd/".into(),
+            "--etcd-lease-ttl".into(),
+            "90s".into(),
+            "--etcd-max-txn-ops=64".into(),
+            "--etcd-username=nsq".into(),
+            format!("--etcd-password-file={password}"),
+            format!("--etcd-cacert={ca}"),
+            format!("--etcd-cert={cert}"),
+            format!("--etcd-key={key}"),
+        ])
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let e = o.etcd.unwrap();
+        assert_eq!(e.endpoints, ["https://etcd-1:2379", "https://etcd-2:2379"]);
+        assert_eq!(e.prefix, "/prod/lookupd");
+        assert_eq!(e.lease_ttl, Duration::from_secs(90));
+        assert_eq!(e.max_txn_ops, 64);
+        assert_eq!(e.username.as_deref(), Some("nsq"));
+        assert_eq!(e.password.as_deref(), Some("s3cret"), "newline stripped");
+        assert_eq!(e.ca_file, Some(PathBuf::from(&ca)));
+        assert_eq!(e.cert_file, Some(PathBuf::from(&cert)));
+        assert_eq!(e.key_file, Some(PathBuf::from(&key)));
+        assert!(e.uses_tls());
+
+        // A CRLF is stripped too; only one line end goes.
+        let crlf = dir.file("pw2", "a b\n\r\n");
+        let (o, _) = run(&[
+            "--etcd-endpoints=http://a:1".into(),
+            "--etcd-username=u".into(),
+            format!("--etcd-password-file={crlf}"),
+        ])
+        .unwrap();
+        assert_eq!(o.etcd.unwrap().password.as_deref(), Some("a b\n"));
+
+        // A CA alone turns TLS on for http endpoints, and allows a client cert.
+        let (o, _) = run(&[
+            "--etcd-endpoints=http://a:1".into(),
+            format!("--etcd-cacert={ca}"),
+            format!("--etcd-cert={cert}"),
+            format!("--etcd-key={key}"),
+        ])
+        .unwrap();
+        assert!(o.etcd.unwrap().uses_tls());
+    }
+
+    #[test]
+    fn etcd_empty_values_mean_not_given() {
+        let o = options(&[
+            "--etcd-endpoints=",
+            "--etcd-username=",
+            "--etcd-password-file=",
+            "--etcd-cacert=",
+            "--etcd-cert=",
+            "--etcd-key=",
+        ]);
+        assert_eq!(o.etcd, None);
+        let o = options(&["--etcd-endpoints=http://a:1", "--etcd-cert=", "--etcd-key="]);
+        assert_eq!(o.etcd.unwrap().cert_file, None);
+    }
+
+    #[test]
+    fn etcd_options_without_endpoints_are_ignored_with_a_warning() {
+        let (o, warnings) = run(&strings(&["--etcd-prefix=/x", "--etcd-max-txn-ops=5"])).unwrap();
+        assert_eq!(o.etcd, None);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("--etcd-prefix") && warnings[0].contains("--etcd-max-txn-ops"),
+            "{warnings:?}"
+        );
+        // Values at their defaults are not worth a warning.
+        let (_, warnings) = run(&strings(&["--etcd-prefix=/nsqlookupd/"])).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // Bad values are errors in standalone mode too.
+        assert!(error(&["--etcd-lease-ttl=1s"]).contains("--etcd-lease-ttl"));
+    }
+
+    #[test]
+    fn etcd_bad_values_name_the_flag() {
+        for (args, needles) in [
+            (
+                &["--etcd-endpoints=127.0.0.1:2379"][..],
+                &["--etcd-endpoints", "127.0.0.1:2379", "scheme"][..],
+            ),
+            (
+                &["--etcd-endpoints=http://a"],
+                &["--etcd-endpoints", "port"],
+            ),
+            (
+                &["--etcd-endpoints=http://a:1,https://b:2"],
+                &["--etcd-endpoints", "mixes"],
+            ),
+            (&["--etcd-prefix=/"], &["--etcd-prefix"]),
+            (
+                &["--etcd-prefix=/a b"],
+                &["--etcd-prefix", "printable ASCII"],
+            ),
+            (
+                &["--etcd-lease-ttl=4s"],
+                &["--etcd-lease-ttl", "at least 5s"],
+            ),
+            (
+                &["--etcd-lease-ttl=5500ms"],
+                &["--etcd-lease-ttl", "whole seconds"],
+            ),
+            (&["--etcd-lease-ttl=soon"], &["--etcd-lease-ttl", "soon"]),
+            (
+                &["--etcd-max-txn-ops=0"],
+                &["--etcd-max-txn-ops", "at least 1"],
+            ),
+            (&["--etcd-max-txn-ops=x"], &["--etcd-max-txn-ops"]),
+            (
+                &["--etcd-prefix"],
+                &["flag needs an argument: --etcd-prefix"],
+            ),
+        ] {
+            let e = error(args);
+            assert!(!e.contains('\n'), "{e:?}");
+            for needle in needles {
+                assert!(e.contains(needle), "{args:?}: {e:?} lacks {needle:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn etcd_checks_across_flags_and_files() {
+        let dir = Scratch::new("etcd-checks");
+        let pw = dir.file("pw", "p\n");
+        let empty = dir.file("empty", "\n");
+        let cert = dir.file("c.pem", "c");
+        let gone = dir.missing("gone.pem");
+        let ep = "--etcd-endpoints=http://a:1".to_owned();
+        for (args, want) in [
+            (
+                vec![ep.clone(), format!("--etcd-cert={cert}")],
+                "flag --etcd-cert needs --etcd-key",
+            ),
+            (
+                vec![ep.clone(), format!("--etcd-key={cert}")],
+                "flag --etcd-key needs --etcd-cert",
+            ),
+            (
+                vec![ep.clone(), "--etcd-username=u".into()],
+                "flag --etcd-username needs --etcd-password-file",
+            ),
+            (
+                vec![ep.clone(), format!("--etcd-password-file={pw}")],
+                "flag --etcd-password-file needs --etcd-username",
+            ),
+            (
+                vec![
+                    ep.clone(),
+                    format!("--etcd-cert={cert}"),
+                    format!("--etcd-key={cert}"),
+                ],
+                "flag --etcd-cert needs https:// endpoints or --etcd-cacert",
+            ),
+            (
+                vec![ep.clone(), format!("--etcd-cacert={gone}")],
+                "for flag --etcd-cacert: cannot read the file",
+            ),
+            (
+                vec![
+                    ep.clone(),
+                    format!("--etcd-cert={gone}"),
+                    format!("--etcd-key={cert}"),
+                ],
+                "for flag --etcd-cert: cannot read the file",
+            ),
+            (
+                vec![
+                    ep.clone(),
+                    format!("--etcd-cert={cert}"),
+                    format!("--etcd-key={gone}"),
+                ],
+                "for flag --etcd-key: cannot read the file",
+            ),
+            (
+                vec![
+                    ep.clone(),
+                    "--etcd-username=u".into(),
+                    format!("--etcd-password-file={gone}"),
+                ],
+                "for flag --etcd-password-file: cannot read the file",
+            ),
+            (
+                vec![
+                    ep.clone(),
+                    "--etcd-username=u".into(),
+                    format!("--etcd-password-file={empty}"),
+                ],
+                "for flag --etcd-password-file: the file holds no password",
+            ),
+            // A directory is not a readable file.
+            (
+                vec![ep.clone(), format!("--etcd-cacert={}", dir.0.display())],
+                "for flag --etcd-cacert: cannot read the file",
+            ),
+        ] {
+            let e = run(&args).unwrap_err().0;
+            assert!(e.contains(want), "{args:?}: {e:?}");
+            assert!(!e.contains('\n'), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn etcd_config_file_keys() {
+        let dir = Scratch::new("etcd-file");
+        let pw = dir.file("pw", "from-file");
+        let cert = dir.file("c.pem", "c");
+        let toml = format!(
+            "etcd_endpoints = [\"http://e1:2379\", \"http://e2:2379\"]\n\
+             etcd_prefix = \"cluster-a\"\n\
+             etcd_lease_ttl = 30000\n\
+             etcd_max_txn_ops = 16\n\
+             etcd_username = \"nsq\"\n\
+             etcd_password_file = {pw:?}\n"
+        );
+        let config = dir.file("a.toml", &toml);
+        let (o, warnings) = run(&[format!("--config={config}")]).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let e = o.etcd.unwrap();
+        assert_eq!(e.endpoints, ["http://e1:2379", "http://e2:2379"]);
+        assert_eq!(e.prefix, "/cluster-a");
+        assert_eq!(
+            e.lease_ttl,
+            Duration::from_secs(30),
+            "a bare integer is milliseconds"
+        );
+        assert_eq!(e.max_txn_ops, 16);
+        assert_eq!(e.password.as_deref(), Some("from-file"));
+
+        // The string form; the command line wins over the file.
+        let config = dir.file(
+            "b.toml",
+            "etcd_endpoints = \"http://e1:2379,http://e2:2379\"\netcd_prefix = \"/f\"\n",
+        );
+        let (o, _) = run(&[format!("--config={config}"), "--etcd-prefix=/cli".into()]).unwrap();
+        let e = o.etcd.unwrap();
+        assert_eq!(e.endpoints, ["http://e1:2379", "http://e2:2379"]);
+        assert_eq!(e.prefix, "/cli");
+        let config = dir.file("c.toml", "etcd_endpoints = []\n");
+        assert_eq!(run(&[format!("--config={config}")]).unwrap().0.etcd, None);
+
+        // Bad values and checks name the key.
+        for (contents, want) in [
+            (
+                "etcd_endpoints = \"ftp://x:1\"\n",
+                "config option etcd_endpoints",
+            ),
+            (
+                "etcd_endpoints = [\"http://x:1\", 2]\n",
+                "config option etcd_endpoints",
+            ),
+            ("etcd_endpoints = 7\n", "config option etcd_endpoints"),
+            ("etcd_prefix = \"/\"\n", "config option etcd_prefix"),
+            ("etcd_lease_ttl = \"1s\"\n", "config option etcd_lease_ttl"),
+            ("etcd_lease_ttl = 60\n", "config option etcd_lease_ttl"),
+            ("etcd_max_txn_ops = 0\n", "config option etcd_max_txn_ops"),
+            (
+                "etcd_username = \"u\"\n",
+                "config option etcd_username needs etcd_password_file",
+            ),
+            (
+                "etcd_endpoints = \"http://x:1\"\netcd_cacert = \"/nonexistent/ca.pem\"\n",
+                "for config option etcd_cacert: cannot read the file",
+            ),
+        ] {
+            let config = dir.file("bad.toml", contents);
+            let e = run(&[format!("--config={config}")]).unwrap_err().0;
+            assert!(e.contains(want), "{contents:?}: {e:?}");
+        }
+        // A cert from the file, its key missing: named in the file's terms.
+        let config = dir.file("d.toml", &format!("etcd_cert = {cert:?}\n"));
+        let e = run(&[format!("--config={config}")]).unwrap_err().0;
+        assert_eq!(e, "config option etcd_cert needs etcd_key");
     }
 
     #[test]
