@@ -18,7 +18,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::registry::Registry;
-use crate::stats::{HTTP_ROUTES, HTTP_STATUSES, Limit, Stats, TCP_COMMANDS, TCP_ERROR_CODES};
+use crate::stats::{
+    ClusterStats, HTTP_ROUTES, HTTP_STATUSES, Limit, Stats, TCP_COMMANDS, TCP_ERROR_CODES,
+};
 
 /// The git commit the binary was built from.
 pub const GIT_COMMIT: &str = env!("NSQLOOKUPD_GIT_COMMIT");
@@ -239,8 +241,102 @@ impl Collector for Exporter {
                     sum, count, &buckets, None,
                 )?;
         }
+        if s.cluster.enabled.load(Relaxed) {
+            encode_cluster(&s.cluster, &mut e)?;
+        }
         Ok(())
     }
+}
+
+/// Cluster mode's series (only when it is on: standalone output is as before).
+fn encode_cluster(c: &ClusterStats, e: &mut DescriptorEncoder) -> std::fmt::Result {
+    let flag = |b: &std::sync::atomic::AtomicBool| i64::from(b.load(Relaxed));
+    gauge(
+        e,
+        "nsqlookupd_cluster_etcd_connected",
+        "1 while the last etcd call (watch or publish) succeeded",
+        flag(&c.connected),
+    )?;
+    gauge(
+        e,
+        "nsqlookupd_cluster_ready",
+        "1 once the other replicas' registrations are loaded",
+        flag(&c.ready),
+    )?;
+    gauge(
+        e,
+        "nsqlookupd_cluster_lease_ttl_seconds",
+        "TTL etcd last granted or confirmed for this replica's lease",
+        as_i64(c.lease_ttl_seconds.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_cluster_lease_keepalive_failures",
+        "Lease keep-alives that failed",
+        c.keepalive_failures.load(Relaxed),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_cluster_published_keys",
+        "Keys of this replica's registrations written or deleted in etcd",
+        c.published.load(Relaxed),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_cluster_batches",
+        "etcd transactions sent",
+        c.batches.load(Relaxed),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_cluster_publish_errors",
+        "Failed etcd calls of the publisher",
+        c.publish_errors.load(Relaxed),
+    )?;
+    gauge(
+        e,
+        "nsqlookupd_cluster_pending_keys",
+        "Keys waiting to be published",
+        as_i64(c.pending.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_cluster_republishes",
+        "Full republishes of this replica's state under a new lease",
+        c.republishes.load(Relaxed),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_cluster_received_keys",
+        "Key changes received from the etcd watch",
+        c.received.load(Relaxed),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_cluster_applied",
+        "Registry writes made for other replicas' registrations",
+        c.applied.load(Relaxed),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_cluster_resyncs",
+        "Snapshots of the cluster's state loaded (start, compacted or lost watch)",
+        c.resyncs.load(Relaxed),
+    )?;
+    gauge(
+        e,
+        "nsqlookupd_cluster_remote_producers",
+        "Producers shown for nsqd connected only to other replicas",
+        as_i64(c.remote_producers.load(Relaxed)),
+    )?;
+    let (sum, count, buckets) = c.watch_lag.snapshot();
+    let mut lag = e.encode_descriptor(
+        "nsqlookupd_cluster_watch_lag_seconds",
+        "From a key's publication on one replica to its application here (replicas' clocks assumed in step)",
+        None,
+        MetricType::Histogram,
+    )?;
+    lag.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
 }
 
 /// Renders the exposition text.

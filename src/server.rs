@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::cluster::{self, mirror::Mirror};
 use crate::config::Options;
 use crate::http::{self, HttpContext};
 use crate::json;
@@ -28,6 +29,9 @@ use crate::tcp::{self, TcpContext};
 
 /// How long shutdown waits for connections to finish.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// How long shutdown waits for the cluster task to stop publishing.
+const CLUSTER_STOP_TIMEOUT: Duration = Duration::from_millis(150);
 
 /// The async runtime. On one CPU (a container limited to one core, or the
 /// process pinned with `taskset`), a single-threaded scheduler: with one
@@ -114,6 +118,8 @@ pub struct Server {
     registry: Arc<Registry>,
     stats: Arc<Stats>,
     janitor: Janitor,
+    /// Cluster mode: the registry's observer, handed to the cluster task.
+    mirror: Option<Arc<Mirror>>,
     options: Options,
 }
 
@@ -122,11 +128,21 @@ impl Server {
     pub async fn bind(options: Options) -> Result<Server, BindError> {
         let tcp = bind(&options.tcp_address).await?;
         let http = bind(&options.http_address).await?;
-        let registry = Arc::new(Registry::new(RegistryOptions {
-            inactive_producer_timeout: options.inactive_producer_timeout,
-            tombstone_lifetime: options.tombstone_lifetime,
-            lookup_cache_size: options.lookup_cache_size,
-        }));
+        let mirror = options
+            .etcd
+            .as_ref()
+            .map(|_| cluster::mirror(options.inactive_producer_timeout));
+        let observer = mirror
+            .clone()
+            .map(|m| m as Arc<dyn crate::registry::Observer>);
+        let registry = Arc::new(Registry::with_observer(
+            RegistryOptions {
+                inactive_producer_timeout: options.inactive_producer_timeout,
+                tombstone_lifetime: options.tombstone_lifetime,
+                lookup_cache_size: options.lookup_cache_size,
+            },
+            observer,
+        ));
         Ok(Server {
             tcp,
             http,
@@ -136,6 +152,7 @@ impl Server {
                 address: "janitor thread".into(),
                 error,
             })?,
+            mirror,
             options,
         })
     }
@@ -204,6 +221,17 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let cluster_stop = CancellationToken::new();
+        let cluster = match (&self.options.etcd, self.mirror) {
+            (Some(etcd), Some(mirror)) => Some(cluster::start(
+                etcd.clone(),
+                Arc::clone(&self.registry),
+                mirror,
+                Arc::clone(&self.stats.cluster),
+                cluster_stop.clone(),
+            )),
+            _ => None,
+        };
         let tcp = tokio::spawn(tcp::listener::run(
             self.tcp,
             tcp_ctx,
@@ -218,6 +246,14 @@ impl Server {
         ));
 
         stop.await;
+        // Cluster mode stops publishing first: the connections closing
+        // below must not tell the other replicas that their nsqd left
+        // (this replica's lease expiring does, once they had time to
+        // register elsewhere).
+        cluster_stop.cancel();
+        if let Some(cluster) = cluster {
+            let _ = tokio::time::timeout(CLUSTER_STOP_TIMEOUT, cluster).await;
+        }
         shutdown.cancel();
         let _ = tcp.await;
         let _ = http.await;

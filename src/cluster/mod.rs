@@ -19,3 +19,157 @@
 pub mod apply;
 pub mod keys;
 pub mod mirror;
+pub mod publish;
+pub mod watch;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::EtcdOptions;
+use crate::registry::Registry;
+use crate::stats::ClusterStats;
+use apply::{Applier, Own};
+use keys::Layout;
+use mirror::Mirror;
+use publish::Publisher;
+use watch::Watcher;
+
+/// How often a PING of a local producer republishes its node key, for an
+/// inactivity timeout of `inactive`: a fifth of it (within 1 s and 60 s),
+/// so another replica hides an nsqd that stopped pinging at most a fifth
+/// later than this one does.
+pub fn ping_refresh(inactive: Duration) -> Duration {
+    (inactive / 5).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// The mirror to install as the registry's observer in cluster mode.
+pub fn mirror(inactive: Duration) -> Arc<Mirror> {
+    Mirror::new(ping_refresh(inactive))
+}
+
+/// Starts cluster mode: connects to etcd (retrying, never fatal), then
+/// publishes this replica's registrations and applies the others'. Ends
+/// when `stop` is cancelled; cancel it before the TCP connections close,
+/// so that their goodbyes are not published (the lease expiring removes
+/// this replica's registrations from the others, after its nsqd had time
+/// to move to another replica).
+pub fn start(
+    options: EtcdOptions,
+    registry: Arc<Registry>,
+    mirror: Arc<Mirror>,
+    stats: Arc<ClusterStats>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    stats
+        .enabled
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(async move {
+        let Some(client) = connect(&options, &stop).await else {
+            return;
+        };
+        let layout = Layout::new(&options.prefix);
+        let own: Own = Arc::new(Mutex::new(HashSet::new()));
+        let applier = Applier::new(
+            Arc::clone(&registry),
+            Arc::clone(&mirror),
+            Arc::clone(&stats),
+            Arc::clone(&own),
+        );
+        let publisher = Publisher::new(
+            client.clone(),
+            layout.clone(),
+            Arc::clone(&mirror),
+            Arc::clone(&stats),
+            own,
+            options.lease_ttl.as_secs().max(1) as i64,
+            registry.tombstone_lifetime().as_secs().max(1) as i64,
+            options.max_txn_ops,
+            stop.clone(),
+        );
+        let watcher = Watcher {
+            client,
+            layout,
+            applier: Arc::new(Mutex::new(applier)),
+            mirror,
+            stats,
+            stop,
+        };
+        let publishing = tokio::spawn(publisher.run());
+        watcher.run().await;
+        let _ = publishing.await;
+    })
+}
+
+/// A client for `options`, retried until it connects or `stop`.
+async fn connect(options: &EtcdOptions, stop: &CancellationToken) -> Option<Client> {
+    let mut backoff = Duration::from_millis(200);
+    let mut logged = false;
+    loop {
+        match try_connect(options).await {
+            Ok(client) => {
+                info!(
+                    "cluster: etcd client for {} (prefix {})",
+                    options.endpoints.join(","),
+                    options.prefix
+                );
+                return Some(client);
+            }
+            Err(e) => {
+                if !logged {
+                    warn!(
+                        "cluster: cannot connect to etcd at {}: {e}; retrying",
+                        options.endpoints.join(",")
+                    );
+                    logged = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return None,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn try_connect(o: &EtcdOptions) -> Result<Client, String> {
+    let mut connect = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(10))
+        // Notice a dead etcd member within seconds, even while idle.
+        .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
+        .with_keep_alive_while_idle(true);
+    if let (Some(user), Some(password)) = (&o.username, &o.password) {
+        connect = connect
+            .with_user(user.clone(), password.clone())
+            .with_auto_token_refresh(true);
+    }
+    if o.uses_tls() {
+        let mut tls = TlsOptions::new();
+        match &o.ca_file {
+            Some(ca) => {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| format!("--etcd-cacert {}: {e}", ca.display()))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            None => tls = tls.with_native_roots(),
+        }
+        if let (Some(cert), Some(key)) = (&o.cert_file, &o.key_file) {
+            let cert =
+                std::fs::read(cert).map_err(|e| format!("--etcd-cert {}: {e}", cert.display()))?;
+            let key =
+                std::fs::read(key).map_err(|e| format!("--etcd-key {}: {e}", key.display()))?;
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        connect = connect.with_tls(tls);
+    }
+    Client::connect(&o.endpoints, Some(connect))
+        .await
+        .map_err(|e| e.to_string())
+}

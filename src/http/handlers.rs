@@ -64,12 +64,41 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Response<B
         }
         Decision::Options { allow } => response::options(&allow),
         Decision::MethodNotAllowed { allow } => response::method_not_allowed(&allow),
+        Decision::NotFound if is_readiness_probe(&ctx, &head, &path) => readiness(&ctx),
         Decision::NotFound => response::error(StatusCode::NOT_FOUND, "NOT_FOUND"),
     };
     let status = response.status().as_u16();
     ctx.stats.http_request(route, status, start.elapsed());
     debug!(method = %head.method, path = %path, status, "{status} {} {path}", head.method);
     response
+}
+
+/// `GET /ready`, which exists in cluster mode only (a standalone server
+/// answers it 404 as the original does): for a Kubernetes readiness probe.
+fn is_readiness_probe(ctx: &HttpContext, head: &Parts, path: &str) -> bool {
+    head.method == Method::GET
+        && path == "/ready"
+        && ctx
+            .stats
+            .cluster
+            .enabled
+            .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// 200 `OK` once the other replicas' registrations are loaded, 503
+/// `NOT_READY` before: a replica that would answer for part of the fleet
+/// only stays out of the Service.
+fn readiness(ctx: &HttpContext) -> Response<Body> {
+    if ctx
+        .stats
+        .cluster
+        .ready
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        response::text_ok("OK")
+    } else {
+        response::error(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY")
+    }
 }
 
 async fn endpoint_response(

@@ -1,0 +1,366 @@
+//! Publishes this replica's registrations to etcd, and keeps its lease.
+//!
+//! Waits for the mirror to mark keys, then writes each marked key's current
+//! value (or deletes it) in transactions of at most `--etcd-max-txn-ops`
+//! operations; admin writes go first, in order, each in a transaction of
+//! its own, so that a topic deleted then registered again ends registered.
+//! Nothing waits for it: a TCP answer was sent when the registry changed.
+//!
+//! Every key of this replica carries its lease, kept alive every third of
+//! its TTL. A republish (at start, after the lease was lost, or when the
+//! mirror's dirty set overflowed during an outage) takes a fresh lease
+//! (a new replica id), writes the whole local state under it and only then
+//! revokes the old one: other replicas see each nsqd under both ids for a
+//! moment and under the new one after, never under none.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::apply::Own;
+use super::keys::{EventValue, Layout, NodeValue, OriginValue, RegValue, replica_id, unix_micros};
+use super::mirror::{AdminOp, Dirty, Mirror};
+use crate::stats::ClusterStats;
+
+/// How long an event key (a delete) lives: long enough for every watcher
+/// to see it; it stays in etcd's history after that until compaction.
+const EVENT_TTL_SECS: i64 = 60;
+
+pub struct Publisher {
+    pub client: Client,
+    pub layout: Layout,
+    pub mirror: Arc<Mirror>,
+    pub stats: Arc<ClusterStats>,
+    pub own: Own,
+    pub lease_ttl: i64,
+    pub tombstone_ttl: i64,
+    pub max_ops: usize,
+    pub stop: CancellationToken,
+    lease: Option<i64>,
+    replica: String,
+    /// The lease must be replaced and everything republished.
+    must_republish: bool,
+    last_keep_alive: Instant,
+    seq: u64,
+}
+
+type Result<T> = std::result::Result<T, etcd_client::Error>;
+
+impl Publisher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        layout: Layout,
+        mirror: Arc<Mirror>,
+        stats: Arc<ClusterStats>,
+        own: Own,
+        lease_ttl: i64,
+        tombstone_ttl: i64,
+        max_ops: usize,
+        stop: CancellationToken,
+    ) -> Self {
+        Publisher {
+            client,
+            layout,
+            mirror,
+            stats,
+            own,
+            lease_ttl,
+            tombstone_ttl,
+            max_ops: max_ops.max(1),
+            stop,
+            lease: None,
+            replica: String::new(),
+            must_republish: true,
+            last_keep_alive: Instant::now(),
+            seq: 0,
+        }
+    }
+
+    /// Runs until `stop`; errors are logged and retried with backoff.
+    pub async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        let mut failing = false;
+        while !self.stop.is_cancelled() {
+            match self.round().await {
+                Ok(()) => {
+                    if failing {
+                        info!("cluster: publishing to etcd again");
+                        failing = false;
+                    }
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    self.stats.publish_errors.fetch_add(1, Relaxed);
+                    self.stats.connected.store(false, Relaxed);
+                    if !failing {
+                        warn!("cluster: publishing to etcd failed: {e}; retrying");
+                        failing = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// One pass: republish if needed, admin writes, then one batch of keys;
+    /// or wait for work (or the next keep-alive) when there is none.
+    async fn round(&mut self) -> Result<()> {
+        if self.must_republish || self.mirror.lock().overflowed {
+            self.republish().await?;
+        }
+        self.keep_alive_if_due().await?;
+        loop {
+            let next = self.mirror.lock().admin.pop_front();
+            let Some(op) = next else { break };
+            if let Err(e) = self.send_admin(&op).await {
+                self.mirror.lock().admin.push_front(op);
+                return Err(e);
+            }
+        }
+        let batch = self.take_batch();
+        if batch.is_empty() {
+            let due = (self.keep_alive_interval()).saturating_sub(self.last_keep_alive.elapsed());
+            tokio::select! {
+                _ = self.mirror.publish.notified() => {}
+                _ = tokio::time::sleep(due) => {}
+                _ = self.stop.cancelled() => {}
+            }
+            return Ok(());
+        }
+        if let Err(e) = self.send(&batch).await {
+            let mut state = self.mirror.lock();
+            if !state.overflowed {
+                state.dirty.extend(batch);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn keep_alive_interval(&self) -> Duration {
+        Duration::from_secs((self.lease_ttl / 3).max(1) as u64)
+    }
+
+    /// Renews the lease if a third of its TTL has passed since the last
+    /// renewal; a lease etcd no longer knows means a republish.
+    async fn keep_alive_if_due(&mut self) -> Result<()> {
+        let Some(lease) = self.lease else {
+            return Ok(());
+        };
+        if self.last_keep_alive.elapsed() < self.keep_alive_interval() {
+            return Ok(());
+        }
+        let ttl = match self.keep_alive_once(lease).await {
+            Ok(ttl) => ttl,
+            Err(e) => {
+                self.stats.keepalive_failures.fetch_add(1, Relaxed);
+                return Err(e);
+            }
+        };
+        self.last_keep_alive = Instant::now();
+        self.stats
+            .lease_ttl_seconds
+            .store(ttl.max(0) as u64, Relaxed);
+        self.stats.connected.store(true, Relaxed);
+        if ttl <= 0 {
+            warn!(
+                "cluster: lease {} expired (etcd was away for longer than its TTL): republishing",
+                self.replica
+            );
+            self.must_republish = true;
+        }
+        Ok(())
+    }
+
+    async fn keep_alive_once(&mut self, lease: i64) -> Result<i64> {
+        let (mut keeper, mut responses) = self.client.lease_keep_alive(lease).await?;
+        keeper.keep_alive().await?;
+        match responses.message().await? {
+            Some(r) => Ok(r.ttl()),
+            None => Err(etcd_client::Error::LeaseKeepAliveError(
+                "keep-alive stream closed".into(),
+            )),
+        }
+    }
+
+    /// Takes up to `max_ops` marked keys.
+    fn take_batch(&self) -> Vec<Dirty> {
+        let mut state = self.mirror.lock();
+        let batch: Vec<Dirty> = state.dirty.iter().take(self.max_ops).cloned().collect();
+        for d in &batch {
+            state.dirty.remove(d);
+        }
+        self.stats.pending.store(state.dirty.len() as u64, Relaxed);
+        batch
+    }
+
+    /// The operations that bring `batch`'s keys to their current values.
+    fn ops(&self, batch: &[Dirty]) -> Vec<TxnOp> {
+        let lease = self.lease.unwrap_or(0);
+        let put = || Some(PutOptions::new().with_lease(lease));
+        let at = unix_micros();
+        let state = self.mirror.lock();
+        batch
+            .iter()
+            .map(|d| match d {
+                Dirty::Node(id) => {
+                    let key = self.layout.node(&self.replica, *id);
+                    match state.producers.get(id) {
+                        Some(p) => TxnOp::put(key, json(&NodeValue::new(&p.peer, at)), put()),
+                        None => TxnOp::delete(key, None),
+                    }
+                }
+                Dirty::Reg(id, topic) => {
+                    let key = self.layout.reg(topic, &self.replica, *id);
+                    match state.producers.get(id).and_then(|p| p.topics.get(topic)) {
+                        Some(channels) => {
+                            let value = RegValue {
+                                channels: channels.iter().cloned().collect(),
+                                at,
+                            };
+                            TxnOp::put(key, json(&value), put())
+                        }
+                        None => TxnOp::delete(key, None),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    async fn send(&mut self, batch: &[Dirty]) -> Result<()> {
+        let ops = self.ops(batch);
+        self.commit(ops).await?;
+        self.stats.published.fetch_add(batch.len() as u64, Relaxed);
+        Ok(())
+    }
+
+    async fn commit(&mut self, ops: Vec<TxnOp>) -> Result<()> {
+        self.client.txn(Txn::new().and_then(ops)).await?;
+        self.stats.batches.fetch_add(1, Relaxed);
+        self.stats.connected.store(true, Relaxed);
+        Ok(())
+    }
+
+    async fn send_admin(&mut self, op: &AdminOp) -> Result<()> {
+        let l = self.layout.clone();
+        let ops = match op {
+            AdminOp::CreateTopic(t) => vec![TxnOp::put(l.admin_topic(t), "", None)],
+            AdminOp::CreateChannel(t, c) => vec![
+                TxnOp::put(l.admin_topic(t), "", None),
+                TxnOp::put(l.admin_channel(t, c), "", None),
+            ],
+            AdminOp::DeleteTopic(t) => {
+                let event = self.event(t, None).await?;
+                vec![
+                    TxnOp::delete(l.admin_topic(t), None),
+                    TxnOp::delete(
+                        l.admin_channels_of_topic(t),
+                        Some(DeleteOptions::new().with_prefix()),
+                    ),
+                    TxnOp::delete(l.regs_of_topic(t), Some(DeleteOptions::new().with_prefix())),
+                    event,
+                ]
+            }
+            AdminOp::DeleteChannel(t, c) => {
+                let event = self.event(t, Some(c)).await?;
+                vec![TxnOp::delete(l.admin_channel(t, c), None), event]
+            }
+            AdminOp::Tombstone(t, node) => {
+                let lease = self
+                    .client
+                    .lease_grant(self.tombstone_ttl.max(1), None)
+                    .await?
+                    .id();
+                let value = OriginValue {
+                    origin: self.replica.clone(),
+                    at: unix_micros(),
+                };
+                vec![TxnOp::put(
+                    l.tombstone(t, node),
+                    json(&value),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]
+            }
+        };
+        self.commit(ops).await
+    }
+
+    /// The put of a delete event, on a short lease of its own.
+    async fn event(&mut self, topic: &str, channel: Option<&str>) -> Result<TxnOp> {
+        let lease = self.client.lease_grant(EVENT_TTL_SECS, None).await?.id();
+        self.seq += 1;
+        let value = EventValue {
+            origin: self.replica.clone(),
+            topic: topic.to_owned(),
+            channel: channel.map(str::to_owned),
+            at: unix_micros(),
+        };
+        Ok(TxnOp::put(
+            self.layout.event(&self.replica, self.seq),
+            json(&value),
+            Some(PutOptions::new().with_lease(lease)),
+        ))
+    }
+
+    /// A fresh lease, the whole local state under it, then the old lease
+    /// revoked.
+    async fn republish(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let grant = self.client.lease_grant(self.lease_ttl, None).await?;
+        let old = self.lease.replace(grant.id());
+        self.replica = replica_id(grant.id());
+        self.own
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.replica.clone());
+        self.last_keep_alive = Instant::now();
+        self.stats
+            .lease_ttl_seconds
+            .store(grant.ttl().max(0) as u64, Relaxed);
+        self.stats.connected.store(true, Relaxed);
+        let everything = {
+            let mut state = self.mirror.lock();
+            state.overflowed = false;
+            state.dirty.clear();
+            state.everything()
+        };
+        let total = everything.len();
+        for chunk in everything.chunks(self.max_ops) {
+            if self.stop.is_cancelled() {
+                return Ok(());
+            }
+            if let Err(e) = self.send(chunk).await {
+                // Start over with yet another lease: this one's keys expire.
+                self.must_republish = true;
+                return Err(e);
+            }
+            self.keep_alive_if_due().await?;
+        }
+        if let Some(old) = old {
+            // Its keys are superseded; a lease that already expired is fine.
+            let _ = self.client.lease_revoke(old).await;
+        }
+        self.must_republish = false;
+        self.stats.republishes.fetch_add(1, Relaxed);
+        info!(
+            "cluster: replica {} published {total} keys (lease TTL {}s) in {:?}",
+            self.replica,
+            grant.ttl(),
+            started.elapsed()
+        );
+        Ok(())
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("plain structs serialise")
+}
