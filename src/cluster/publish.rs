@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::apply::Own;
 use super::keys::{EventValue, Layout, NodeValue, OriginValue, RegValue, replica_id, unix_micros};
@@ -29,6 +29,9 @@ use crate::stats::ClusterStats;
 /// How long an event key (a delete) lives: long enough for every watcher
 /// to see it; it stays in etcd's history after that until compaction.
 const EVENT_TTL_SECS: i64 = 60;
+
+/// How long a lease keep-alive may wait for its answer.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct Publisher {
     pub client: Client,
@@ -100,6 +103,8 @@ impl Publisher {
                     if !failing {
                         warn!("cluster: publishing to etcd failed: {e}; retrying");
                         failing = true;
+                    } else {
+                        debug!("cluster: publishing to etcd failed again: {e}");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -159,7 +164,16 @@ impl Publisher {
         if self.last_keep_alive.elapsed() < self.keep_alive_interval() {
             return Ok(());
         }
-        let ttl = match self.keep_alive_once(lease).await {
+        // A keep-alive is a stream: bound the wait for its answer (the
+        // client's request timeout covers only opening it).
+        let answer = tokio::time::timeout(KEEP_ALIVE_TIMEOUT, self.keep_alive_once(lease))
+            .await
+            .unwrap_or_else(|_| {
+                Err(etcd_client::Error::LeaseKeepAliveError(
+                    "no keep-alive answer in time".into(),
+                ))
+            });
+        let ttl = match answer {
             Ok(ttl) => ttl,
             Err(e) => {
                 self.stats.keepalive_failures.fetch_add(1, Relaxed);
@@ -181,14 +195,17 @@ impl Publisher {
         Ok(())
     }
 
+    /// One renewal; the lease's TTL after it, 0 when etcd no longer
+    /// knows the lease. (etcd-client's `lease_keep_alive` sends the first
+    /// renewal itself and fails when etcd answers TTL 0: that answer is
+    /// confirmed with a TTL query before the lease is given up.)
     async fn keep_alive_once(&mut self, lease: i64) -> Result<i64> {
-        let (mut keeper, mut responses) = self.client.lease_keep_alive(lease).await?;
-        keeper.keep_alive().await?;
-        match responses.message().await? {
-            Some(r) => Ok(r.ttl()),
-            None => Err(etcd_client::Error::LeaseKeepAliveError(
-                "keep-alive stream closed".into(),
-            )),
+        match self.client.lease_keep_alive(lease).await {
+            Ok(_) => Ok(self.lease_ttl),
+            Err(e) => match self.client.lease_time_to_live(lease, None).await {
+                Ok(r) if r.ttl() <= 0 => Ok(0),
+                _ => Err(e),
+            },
         }
     }
 
