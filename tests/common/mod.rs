@@ -1,6 +1,8 @@
 //! Black-box test harness: starts the real `nsqlookupd` binary on ephemeral
 //! ports and offers tiny blocking TCP/HTTP clients to talk to it.
 //!
+//! [`etcd`] starts real etcd clusters for the cluster-mode tests.
+//!
 //! Used by several integration-test crates, each of which uses only part of
 //! it, hence the `dead_code` allowance.
 #![allow(dead_code)]
@@ -15,6 +17,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+pub mod etcd;
 
 /// How long the server gets to report both listening addresses.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
