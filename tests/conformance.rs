@@ -197,13 +197,36 @@ fn case_copy_matches_shared_suite() {
 
 /// Loads, replays and checks one case; panics with a report on failure.
 fn replay_case(name: &str) {
+    replay_case_with(name, &[]);
+}
+
+/// Every replayed case against a replica in cluster mode (one etcd, a key
+/// prefix of its own per case): behaviour is that of a standalone server.
+#[test]
+fn every_case_against_a_cluster_replica() {
+    let etcd = common::etcd::EtcdCluster::start(1);
+    for name in CASES {
+        replay_case_with(
+            name,
+            &[
+                format!("--etcd-endpoints={}", etcd.endpoints_arg()),
+                format!("--etcd-prefix=/conformance/{name}"),
+            ],
+        );
+    }
+}
+
+/// [`replay_case`] with `extra` flags for the server.
+fn replay_case_with(name: &str, extra: &[String]) {
     let path = cases_dir().join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let scenario: Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()));
 
-    let mut server = Server::start_with(options_args(scenario.get("server_options")));
+    let mut args = options_args(scenario.get("server_options"));
+    args.extend(extra.iter().cloned());
+    let mut server = Server::start_with(args);
     let result = run_scenario(&scenario, server.tcp_addr(), server.http_addr());
     let exited = server.try_exit_status();
     let mut report = match result {
