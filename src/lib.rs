@@ -9,6 +9,9 @@
 //!   registry, [`tcp::listener`] accepts connections.
 //! - [`http`]: the consumer and admin API on hyper; handlers only read
 //!   registry snapshots (or call its admin writes).
+//! - [`cluster`]: cluster mode (`--etcd-endpoints`): publishes this
+//!   replica's registrations to etcd and applies the other replicas' to the
+//!   registry through its public API; the registry knows nothing of it.
 //! - [`config`]: flags, the TOML config file and Go durations.
 //! - [`server`]: binds both listeners, runs them, shuts them down;
 //!   [`accept`]: their shared accept loop with its connection cap.

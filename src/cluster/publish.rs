@@ -30,6 +30,9 @@ use crate::stats::ClusterStats;
 /// to see it; it stays in etcd's history after that until compaction.
 const EVENT_TTL_SECS: i64 = 60;
 
+/// Transactions in flight at once.
+const PIPELINE: usize = 8;
+
 /// How long a lease keep-alive may wait for its answer.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -131,7 +134,7 @@ impl Publisher {
                 return Err(e);
             }
         }
-        let batch = self.take_batch();
+        let batch = self.take_batch(PIPELINE * self.max_ops);
         if batch.is_empty() {
             let due = (self.keep_alive_interval()).saturating_sub(self.last_keep_alive.elapsed());
             tokio::select! {
@@ -141,14 +144,7 @@ impl Publisher {
             }
             return Ok(());
         }
-        if let Err(e) = self.send(&batch).await {
-            let mut state = self.mirror.lock();
-            if !state.overflowed {
-                state.dirty.extend(batch);
-            }
-            return Err(e);
-        }
-        Ok(())
+        self.send(batch).await
     }
 
     fn keep_alive_interval(&self) -> Duration {
@@ -209,10 +205,10 @@ impl Publisher {
         }
     }
 
-    /// Takes up to `max_ops` marked keys.
-    fn take_batch(&self) -> Vec<Dirty> {
+    /// Takes up to `n` marked keys.
+    fn take_batch(&self, n: usize) -> Vec<Dirty> {
         let mut state = self.mirror.lock();
-        let batch: Vec<Dirty> = state.dirty.iter().take(self.max_ops).cloned().collect();
+        let batch: Vec<Dirty> = state.dirty.iter().take(n).cloned().collect();
         for d in &batch {
             state.dirty.remove(d);
         }
@@ -253,11 +249,57 @@ impl Publisher {
             .collect()
     }
 
-    async fn send(&mut self, batch: &[Dirty]) -> Result<()> {
-        let ops = self.ops(batch);
-        self.commit(ops).await?;
-        self.stats.published.fetch_add(batch.len() as u64, Relaxed);
-        Ok(())
+    /// Writes `keys` (distinct) at their current values: transactions of
+    /// `max_ops`, up to [`PIPELINE`] of them in flight (etcd commits
+    /// concurrent ones in one disk sync; one at a time, a medium fleet's
+    /// 100,000 keys took 8 s). Returns once all are answered, so that no
+    /// key is ever in two transactions at once: each key's writes stay in
+    /// order. The keys of failed transactions are marked again.
+    async fn send(&mut self, keys: Vec<Dirty>) -> Result<()> {
+        let mut chunks = keys.chunks(self.max_ops);
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut failure = None;
+        loop {
+            while in_flight.len() < PIPELINE
+                && failure.is_none()
+                && let Some(chunk) = chunks.next()
+            {
+                let txn = Txn::new().and_then(self.ops(chunk));
+                let mut kv = self.client.kv_client();
+                let chunk = chunk.to_vec();
+                in_flight.spawn(async move { (kv.txn(txn).await, chunk) });
+            }
+            let Some(done) = in_flight.join_next().await else {
+                break;
+            };
+            let (result, chunk) = done.expect("a publish transaction panicked");
+            match result {
+                Ok(_) => {
+                    self.stats.batches.fetch_add(1, Relaxed);
+                    self.stats.published.fetch_add(chunk.len() as u64, Relaxed);
+                    self.stats.connected.store(true, Relaxed);
+                }
+                Err(e) => {
+                    self.mark_again(chunk);
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                // Chunks never sent are still to do as well.
+                self.mark_again(chunks.flatten().cloned().collect());
+                Err(e)
+            }
+        }
+    }
+
+    fn mark_again(&self, keys: Vec<Dirty>) {
+        let mut state = self.mirror.lock();
+        if !state.overflowed {
+            state.dirty.extend(keys);
+        }
     }
 
     async fn commit(&mut self, ops: Vec<TxnOp>) -> Result<()> {
@@ -351,11 +393,12 @@ impl Publisher {
             state.everything()
         };
         let total = everything.len();
-        for chunk in everything.chunks(self.max_ops) {
+        let step = PIPELINE * self.max_ops;
+        for part in everything.chunks(step) {
             if self.stop.is_cancelled() {
                 return Ok(());
             }
-            if let Err(e) = self.send(chunk).await {
+            if let Err(e) = self.send(part.to_vec()).await {
                 // Start over with yet another lease: this one's keys expire.
                 self.must_republish = true;
                 return Err(e);
