@@ -70,6 +70,9 @@ pub struct Applier {
     by_identity: HashMap<String, BTreeSet<RecordId>>,
     copies: HashMap<String, Copy>,
     dirty: HashMap<String, Scope>,
+    /// Tombstones to set once the batch's registrations are applied (a
+    /// tombstone hides producers that are in the topic when it is set).
+    tombstones: Vec<(String, String)>,
 }
 
 impl Applier {
@@ -89,6 +92,7 @@ impl Applier {
             by_identity: HashMap::new(),
             copies: HashMap::new(),
             dirty: HashMap::new(),
+            tombstones: Vec::new(),
         }
     }
 
@@ -152,7 +156,25 @@ impl Applier {
 
     /// Identities whose local producers changed: look at them again.
     pub fn local_changed(&mut self) {
-        let identities: Vec<String> = self.mirror.lock().identities.drain().collect();
+        let (identities, overflowed) = {
+            let mut mirror = self.mirror.lock();
+            let overflowed = std::mem::take(&mut mirror.identities_overflowed);
+            (
+                mirror.identities.drain().collect::<Vec<String>>(),
+                overflowed,
+            )
+        };
+        if overflowed {
+            let every: Vec<String> = self
+                .copies
+                .keys()
+                .chain(self.by_identity.keys())
+                .cloned()
+                .collect();
+            for identity in every {
+                self.mark(&identity, None);
+            }
+        }
         for identity in identities {
             if self.by_identity.contains_key(&identity) || self.copies.contains_key(&identity) {
                 self.mark(&identity, None);
@@ -240,7 +262,7 @@ impl Applier {
             Update::Put(Key::Tombstone { topic, node }, value) => {
                 let origin: OriginValue = parse(&value)?;
                 if !self.is_own(&origin.origin) {
-                    self.registry.unobserved().tombstone(&topic, &node);
+                    self.tombstones.push((topic, node));
                 }
                 Some(origin.at)
             }
@@ -309,6 +331,9 @@ impl Applier {
         let dirty = std::mem::take(&mut self.dirty);
         for (identity, scope) in dirty {
             self.reconcile_one(&identity, scope);
+        }
+        for (topic, node) in std::mem::take(&mut self.tombstones) {
+            self.registry.unobserved().tombstone(&topic, &node);
         }
         self.stats
             .remote_producers
@@ -642,6 +667,25 @@ mod tests {
         // The owner re-registers: back.
         f.applier.apply(vec![reg_put(&f, "t", "b", 7, &[])]);
         assert_eq!(lookup_addresses(&f.registry, "t"), ["10.0.0.1:2000"]);
+    }
+
+    #[test]
+    fn a_tombstone_in_a_snapshot_hides_the_producer_it_comes_with() {
+        let mut f = fixture();
+        let tomb = serde_json::to_vec(&OriginValue {
+            origin: "b".into(),
+            at: 0,
+        })
+        .unwrap();
+        // Keys in etcd's order: n/ and r/ sort before t/, but the
+        // registrations are applied at the end of the batch.
+        f.applier.resync(vec![
+            node_put(&f, "b", 7, &peer(2000)),
+            reg_put(&f, "t", "b", 7, &[]),
+            Update::Put(key(&f, f.layout.tombstone("t", "n1.example:4151")), tomb),
+        ]);
+        assert!(lookup_addresses(&f.registry, "t").is_empty(), "tombstoned");
+        assert_eq!(f.registry.producer_count(), 1);
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct State {
     /// Identities whose local producers changed, for the applier (a local
     /// producer hides the remote copy of the same nsqd).
     pub identities: HashSet<String>,
+    /// `identities` outgrew its bound (and was emptied): the applier looks
+    /// at every identity again.
+    pub identities_overflowed: bool,
     /// Admin ops dropped because the queue was full.
     pub admin_dropped: u64,
 }
@@ -274,7 +277,11 @@ impl Mirror {
             }
             _ => return,
         }
-        let wake_applier = !s.identities.is_empty();
+        if s.identities.len() > self.dirty_slack {
+            s.identities.clear();
+            s.identities_overflowed = true;
+        }
+        let wake_applier = !s.identities.is_empty() || s.identities_overflowed;
         drop(state);
         self.publish.notify_one();
         if wake_applier {
