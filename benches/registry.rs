@@ -10,7 +10,9 @@
 //! - `lookup_render`: the same answer rendered from snapshots (the cost of
 //!   the first lookup after a change), at 10 and 250 producers per topic;
 //! - `register_unregister`: one producer joining then leaving a topic and
-//!   one of its channels (two REGISTER-equivalent writes and their undo).
+//!   one of its channels (two REGISTER-equivalent writes and their undo);
+//!   `register_unregister_cluster` the same on a registry that has cluster
+//!   mode's observer installed (the mirror of local writes), next to it.
 //!
 //! Run: `cargo bench --bench registry`.
 
@@ -18,7 +20,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use nsqlookupd::registry::{PeerInfo, ProducerHandle, Registry, RegistryOptions};
+use nsqlookupd::registry::{Observer, PeerInfo, ProducerHandle, Registry, RegistryOptions};
 
 const PRODUCERS_PER_TOPIC: usize = 10;
 const SIZES: [usize; 3] = [100, 10_000, 100_000];
@@ -39,7 +41,18 @@ fn peer(n: usize) -> PeerInfo {
 /// A registry of `topics` topics, each with `per_topic` producers and 4
 /// channels; producers each carry `topics * per_topic / producers` topics.
 fn registry(topics: usize, per_topic: usize) -> (Arc<Registry>, Vec<ProducerHandle>) {
-    let registry = Arc::new(Registry::new(RegistryOptions::default()));
+    registry_with(topics, per_topic, None)
+}
+
+fn registry_with(
+    topics: usize,
+    per_topic: usize,
+    observer: Option<Arc<dyn Observer>>,
+) -> (Arc<Registry>, Vec<ProducerHandle>) {
+    let registry = Arc::new(Registry::with_observer(
+        RegistryOptions::default(),
+        observer,
+    ));
     let producers = per_topic.max(topics * per_topic / 1000).max(1);
     let mut handles: Vec<ProducerHandle> =
         (0..producers).map(|n| registry.identify(peer(n))).collect();
@@ -110,9 +123,28 @@ fn lookups(c: &mut Criterion) {
 }
 
 fn writes(c: &mut Criterion) {
-    let mut group = c.benchmark_group("register_unregister");
+    write_group(c, "register_unregister", || None, || {});
+    let mirror = nsqlookupd::cluster::mirror(std::time::Duration::from_secs(300));
+    let observer = Arc::clone(&mirror) as Arc<dyn Observer>;
+    write_group(
+        c,
+        "register_unregister_cluster",
+        || Some(Arc::clone(&observer)),
+        // As the publisher would have by then: the set-up's keys published.
+        || mirror.lock().dirty.clear(),
+    );
+}
+
+fn write_group(
+    c: &mut Criterion,
+    name: &str,
+    observer: impl Fn() -> Option<Arc<dyn Observer>>,
+    after_setup: impl Fn(),
+) {
+    let mut group = c.benchmark_group(name);
     for size in SIZES {
-        let (registry, _handles) = registry(size, PRODUCERS_PER_TOPIC);
+        let (registry, _handles) = registry_with(size, PRODUCERS_PER_TOPIC, observer());
+        after_setup();
         let mut newcomer = registry.identify(peer(1_000_000));
         let names: Vec<String> = (0..1024).map(|i| topic_name(i, size)).collect();
         let mut i = 0;

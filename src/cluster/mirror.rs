@@ -55,6 +55,9 @@ pub enum AdminOp {
 #[derive(Debug, Default)]
 pub struct State {
     pub producers: HashMap<ProducerId, Local>,
+    /// (local producer, topic) pairs: with `producers`, the number of keys
+    /// this replica publishes.
+    pub pairs: usize,
     /// Local producer ids by identity (several connections of one nsqd).
     pub by_identity: HashMap<String, BTreeSet<ProducerId>>,
     pub dirty: HashSet<Dirty>,
@@ -101,17 +104,23 @@ impl State {
 
     /// Drops `topic` (or one channel of it) from every local producer, as
     /// a `/topic/delete` (`/channel/delete`) does to the registry.
-    fn forget(&mut self, topic: &str, channel: Option<&str>) {
+    /// Returns the keys that changed.
+    fn forget(&mut self, topic: &str, channel: Option<&str>) -> Vec<Dirty> {
+        let mut touched = Vec::new();
         for (&id, p) in self.producers.iter_mut() {
-            let touched = match channel {
+            let hit = match channel {
                 None => p.topics.remove(topic).is_some(),
                 Some(c) => p.topics.get_mut(topic).is_some_and(|cs| cs.remove(c)),
             };
-            if touched {
-                self.dirty.insert(Dirty::Reg(id, topic.to_owned()));
+            if hit {
+                if channel.is_none() {
+                    self.pairs -= 1;
+                }
+                touched.push(Dirty::Reg(id, topic.to_owned()));
                 self.identities.insert(p.identity.clone());
             }
         }
+        touched
     }
 }
 
@@ -149,14 +158,20 @@ impl Mirror {
     }
 
     fn mark(&self, state: &mut State, dirty: Dirty) {
-        state.dirty.insert(dirty);
-        if state.dirty.len() > self.dirty_slack + 2 * state.producers.len() && !state.overflowed {
-            // More dirty keys than the state could explain: forget them all
-            // and republish the state under a new lease when etcd is back.
-            state.overflowed = true;
-        }
         if state.overflowed {
-            state.dirty.clear();
+            // Everything is republished anyway.
+            return;
+        }
+        state.dirty.insert(dirty);
+        // Dirty keys of live state are at most one per published key; the
+        // rest are deletes of keys that went away.
+        let published = state.producers.len() + state.pairs;
+        if state.dirty.len() > self.dirty_slack + 2 * published {
+            // More dirty keys than the state could explain: forget them all
+            // (and their memory) and republish the state under a new lease
+            // when etcd is back.
+            state.overflowed = true;
+            state.dirty = HashSet::new();
         }
     }
 
@@ -208,7 +223,13 @@ impl Mirror {
                 let Some(local) = s.producers.get_mut(&producer.id) else {
                     return;
                 };
-                let channels = local.topics.entry(topic.to_owned()).or_default();
+                let channels = match local.topics.entry(topic.to_owned()) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        s.pairs += 1;
+                        e.insert(BTreeSet::new())
+                    }
+                };
                 if let Some(c) = channel {
                     channels.insert(c.to_owned());
                 }
@@ -227,6 +248,9 @@ impl Mirror {
                     Some(c) => local.topics.get_mut(topic).is_some_and(|cs| cs.remove(c)),
                     None => local.topics.remove(topic).is_some(),
                 };
+                if touched && channel.is_none() {
+                    s.pairs -= 1;
+                }
                 if touched {
                     s.identities.insert(local.identity.clone());
                     self.mark(s, Dirty::Reg(producer.id, topic.to_owned()));
@@ -243,6 +267,7 @@ impl Mirror {
                     }
                 }
                 s.identities.insert(local.identity);
+                s.pairs -= local.topics.len();
                 for topic in local.topics.into_keys() {
                     self.mark(s, Dirty::Reg(p.id, topic));
                 }
@@ -258,13 +283,17 @@ impl Mirror {
                 );
             }
             Change::TopicDeleted(topic) => {
-                s.forget(topic, None);
+                for d in s.forget(topic, None) {
+                    self.mark(s, d);
+                }
                 if observed {
                     self.admin(s, AdminOp::DeleteTopic(topic.to_owned()));
                 }
             }
             Change::ChannelDeleted { topic, channel } => {
-                s.forget(topic, Some(channel));
+                for d in s.forget(topic, Some(channel)) {
+                    self.mark(s, d);
+                }
                 if observed {
                     self.admin(
                         s,
@@ -349,8 +378,10 @@ mod tests {
         assert_eq!(mirror.lock().producers[&id].topics["t"].len(), 1);
         a.unregister("t", None);
         assert!(!mirror.lock().producers[&id].topics.contains_key("t"));
+        assert_eq!(mirror.lock().pairs, 1, "only u is left");
         drop(a);
         let s = mirror.lock();
+        assert_eq!(s.pairs, 0);
         assert!(s.producers.is_empty());
         assert!(!s.has_identity("h:4150:4151"));
         assert!(s.dirty.contains(&Dirty::Reg(id, "u".into())));
