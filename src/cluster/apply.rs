@@ -116,7 +116,7 @@ impl Applier {
 
     /// The identity a record belongs to, if its node key is known.
     fn identity_of(&self, record: &RecordId) -> Option<String> {
-        self.nodes.get(record).map(|n| identity(&n.peer()))
+        self.nodes.get(record).map(|n| identity(&n.peer))
     }
 
     /// Applies watch updates (live changes: their publish time is observed
@@ -192,7 +192,7 @@ impl Applier {
                 }
                 let node: NodeValue = parse(&value)?;
                 let at = node.at;
-                let identity = identity(&node.peer());
+                let identity = identity(&node.peer);
                 if let Some(old) = self.identity_of(&record)
                     && old != identity
                 {
@@ -399,7 +399,7 @@ impl Applier {
             {
                 return;
             }
-            let peer = self.nodes[&source].peer();
+            let peer = self.nodes[&source].peer.clone();
             let mut handle = self.registry.identify_unobserved(peer);
             let mut registered = HashMap::new();
             if let Some(old) = self.copies.remove(identity) {

@@ -31,19 +31,11 @@ pub struct RecordId {
     pub producer: ProducerId,
 }
 
-/// The value of `P/n/R/N`.
+/// The value of `P/n/R/N`: the peer fields, as `/lookup` names them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeValue {
-    pub remote_address: String,
-    pub hostname: String,
-    pub broadcast_address: String,
-    pub tcp_port: i64,
-    pub http_port: i64,
-    pub version: String,
-    #[serde(default)]
-    pub topology_zone: String,
-    #[serde(default)]
-    pub topology_region: String,
+    #[serde(flatten)]
+    pub peer: PeerInfo,
     /// When it was published (Unix microseconds), for the watch-lag metric.
     #[serde(default)]
     pub at: i64,
@@ -52,28 +44,8 @@ pub struct NodeValue {
 impl NodeValue {
     pub fn new(peer: &PeerInfo, at: i64) -> Self {
         NodeValue {
-            remote_address: peer.remote_address.clone(),
-            hostname: peer.hostname.clone(),
-            broadcast_address: peer.broadcast_address.clone(),
-            tcp_port: peer.tcp_port,
-            http_port: peer.http_port,
-            version: peer.version.clone(),
-            topology_zone: peer.topology_zone.clone(),
-            topology_region: peer.topology_region.clone(),
+            peer: peer.clone(),
             at,
-        }
-    }
-
-    pub fn peer(&self) -> PeerInfo {
-        PeerInfo {
-            remote_address: self.remote_address.clone(),
-            hostname: self.hostname.clone(),
-            broadcast_address: self.broadcast_address.clone(),
-            tcp_port: self.tcp_port,
-            http_port: self.http_port,
-            version: self.version.clone(),
-            topology_zone: self.topology_zone.clone(),
-            topology_region: self.topology_region.clone(),
         }
     }
 }

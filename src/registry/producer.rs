@@ -43,7 +43,11 @@ impl std::hash::Hasher for IdHasher {
 pub type IdHashing = std::hash::BuildHasherDefault<IdHasher>;
 
 /// What an nsqd said about itself in IDENTIFY, plus the address it connected from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Serialisable under the field names `/lookup` uses (the cluster module
+/// stores it in etcd as JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PeerInfo {
     /// The connection's peer address (`ip:port`); also the producer's id in
     /// the original, and shown as `id` by `/debug`.
