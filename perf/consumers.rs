@@ -60,7 +60,9 @@ pub struct Mix {
 /// How to load the HTTP side.
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
-    pub http_address: String,
+    /// Worker `i` asks `http_addresses[i % n]` (several replicas of a
+    /// cluster, or one server).
+    pub http_addresses: Vec<String>,
     pub workers: usize,
     /// Total requests per second over all workers; 0 = closed loop.
     pub rate: f64,
@@ -72,6 +74,18 @@ pub struct ConsumerConfig {
     pub check_sample: f64,
     pub http_timeout: Duration,
     pub seed: u64,
+}
+
+impl ConsumerConfig {
+    /// The address worker `worker` asks.
+    pub fn address_of(&self, worker: usize) -> &str {
+        &self.http_addresses[worker % self.http_addresses.len().max(1)]
+    }
+
+    /// The addresses as given (`a,b`), for reports.
+    pub fn addresses_text(&self) -> String {
+        self.http_addresses.join(",")
+    }
 }
 
 /// The kinds of request, in report order.
@@ -394,10 +408,10 @@ pub async fn run(
     // milliseconds of an open-loop timeline made the first ~0.2 s of every
     // run late by ~20 ms (3 % of a 30,000/s run, the whole p99).
     let connecting: Vec<_> = (0..ctx.cfg.workers.max(1))
-        .map(|_| {
+        .map(|i| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let mut conn = HttpConn::new(&ctx.cfg.http_address);
+                let mut conn = HttpConn::new(ctx.cfg.address_of(i));
                 // A failure is retried, and counted, by the first request.
                 let _ = conn.connect(ctx.cfg.http_timeout).await;
                 conn
@@ -405,10 +419,10 @@ pub async fn run(
         })
         .collect();
     let mut conns: Vec<HttpConn> = Vec::with_capacity(connecting.len());
-    for c in connecting {
+    for (i, c) in connecting.into_iter().enumerate() {
         conns.push(
             c.await
-                .unwrap_or_else(|_| HttpConn::new(&ctx.cfg.http_address)),
+                .unwrap_or_else(|_| HttpConn::new(ctx.cfg.address_of(i))),
         );
     }
     if !ctx.cfg.warmup.is_zero() {
