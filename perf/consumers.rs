@@ -752,19 +752,16 @@ mod tests {
         }
     }
 
-    /// The pacer and `Timeline::take` together, without HTTP: a few worker
-    /// tasks take tickets for 200 ms at 2000/s and note how late they got
-    /// each one.
-    #[test]
-    fn pacer_releases_the_timeline_to_free_workers() {
-        const RATE: f64 = 2000.0;
-        const RUN: Duration = Duration::from_millis(200);
+    /// One 200 ms run of the pacer and 4 workers at 2000/s (see below):
+    /// tickets released, how late each taken ticket was, when the workers
+    /// were done.
+    fn pacer_run(rate: f64, run: Duration) -> (u64, Vec<Duration>, Duration) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let (released, mut lateness, workers_ended) = rt.block_on(async {
-            let t = Arc::new(Timeline::new(Instant::now(), RATE, RUN));
+        rt.block_on(async {
+            let t = Arc::new(Timeline::new(Instant::now(), rate, run));
             let pacer = {
                 let t = t.clone();
                 tokio::spawn(async move { t.pace().await })
@@ -797,25 +794,42 @@ mod tests {
                 .expect("the pacer did not stop at the end of the run")
                 .unwrap();
             (released, lateness, workers_ended)
-        });
-        // Exactly the tickets due before the end were released...
+        })
+    }
+
+    /// The pacer and `Timeline::take` together, without HTTP: a few worker
+    /// tasks take tickets for 200 ms at 2000/s and note how late they got
+    /// each one. The timing marks get three tries: a run is 200 ms of real
+    /// time, and a thread kept off its core for tens of ms near the end
+    /// (the other tests' load on a 2-core machine, kdamond) loses the
+    /// tickets due meanwhile; the counts must hold in every run.
+    #[test]
+    fn pacer_releases_the_timeline_to_free_workers() {
+        const RATE: f64 = 2000.0;
+        const RUN: Duration = Duration::from_millis(200);
         let want = due_before(RUN, RATE);
         assert_eq!(want, 400);
-        assert_eq!(released, want);
-        // ... and idle workers took (nearly) all of them.
-        let taken = lateness.len() as u64;
-        assert!(taken <= released);
-        assert!(taken * 100 >= want * 97, "took {taken} of {want}");
-        assert!(workers_ended >= RUN, "stopped early, at {workers_ended:?}");
-        // Released on time, not in a lump: the median ticket was taken
-        // within a few ms of its due time (a lump at the end would make it
-        // ~100 ms late).
-        lateness.sort();
-        let median = lateness[lateness.len() / 2];
-        assert!(
-            median < Duration::from_millis(20),
-            "median lateness {median:?}"
-        );
+        let mut misses = Vec::new();
+        for _ in 0..3 {
+            let (released, mut lateness, workers_ended) = pacer_run(RATE, RUN);
+            // Exactly the tickets due before the end were released...
+            assert_eq!(released, want);
+            let taken = lateness.len() as u64;
+            assert!(taken <= released);
+            assert!(workers_ended >= RUN, "stopped early, at {workers_ended:?}");
+            // ... and idle workers took (nearly) all of them, on time, not
+            // in a lump: the median ticket was taken within a few ms of its
+            // due time (a lump at the end would make it ~100 ms late).
+            lateness.sort();
+            let median = lateness.get(lateness.len() / 2).copied();
+            if taken * 100 >= want * 97 && median.is_some_and(|m| m < Duration::from_millis(20)) {
+                return;
+            }
+            misses.push(format!(
+                "took {taken} of {want}, median lateness {median:?}"
+            ));
+        }
+        panic!("the pacer missed its marks in 3 runs: {misses:?}");
     }
 
     #[test]
