@@ -149,3 +149,134 @@ async fn answers_that_do_not_match_the_fleet_fail_the_run() {
     assert!(fleet.report.passed, "{}", fleet.report.table());
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_spreads_over_several_servers() {
+    let (s1, s2) = (start_server().await, start_server().await);
+    let tcp = format!("{},{}", s1.tcp, s2.tcp);
+    let Cmd::Fleet(fleet) = cli(&["fleet", "--tcp-address", &tcp, "--duration", "1s"]) else {
+        unreachable!()
+    };
+    let fleet = tokio::spawn(modes::fleet_only(fleet));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Nodes 0, 2, ... on the first server, 1, 3, ... on the second.
+    for (srv, first) in [(&s1, 0usize), (&s2, 1)] {
+        let mut c = crate::httpc::HttpConn::new(&srv.http.to_string());
+        let r = c
+            .get("/nodes", std::time::Duration::from_secs(5))
+            .await
+            .expect("/nodes answers");
+        let v: serde_json::Value = serde_json::from_slice(r.body).unwrap();
+        let mut got: Vec<String> = v["producers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["broadcast_address"].as_str().unwrap().to_string())
+            .collect();
+        got.sort();
+        let want: Vec<String> = (first..10)
+            .step_by(2)
+            .map(|n| crate::scheme::Workload::identity(n).broadcast_address)
+            .collect();
+        assert_eq!(got, want);
+    }
+    let fleet = fleet.await.expect("fleet task").expect("fleet completes");
+    assert!(fleet.report.passed, "{}", fleet.report.table());
+    s1.shutdown().await;
+    s2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converge_and_propagation_on_one_server() {
+    let srv = start_server().await;
+    let (tcp, http) = (srv.tcp.to_string(), srv.http.to_string());
+    // Watched from before the fleet registers: converges once it has.
+    let Cmd::Converge(conv) = cli(&[
+        "converge",
+        "--http-address",
+        &http,
+        "--converge-timeout",
+        "20s",
+    ]) else {
+        unreachable!()
+    };
+    let conv = tokio::spawn(crate::cluster::converge(conv));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let Cmd::Fleet(fleet) = cli(&["fleet", "--tcp-address", &tcp, "--duration", "3s"]) else {
+        unreachable!()
+    };
+    let fleet = tokio::spawn(modes::fleet_only(fleet));
+    let out = conv.await.expect("converge task").expect("converge runs");
+    let r = &out.report;
+    assert!(r.passed, "{}", r.table());
+    let c = r.converge.as_ref().expect("converge section");
+    assert_eq!((c.topics, c.still_wrong), (20, 0));
+    assert!(c.converged_s.unwrap() >= c.first_topic_correct_s.unwrap());
+    assert!(c.passes > 1, "it was watched before the fleet registered");
+
+    // A workload the fleet does not match never converges, and says so.
+    let Cmd::Converge(wrong) = cli(&[
+        "converge",
+        "--http-address",
+        &http,
+        "--nodes",
+        "11",
+        "--converge-timeout",
+        "500ms",
+    ]) else {
+        unreachable!()
+    };
+    let out = crate::cluster::converge(wrong)
+        .await
+        .expect("converge runs");
+    assert!(!out.report.passed);
+    assert!(out.report.converge.as_ref().unwrap().still_wrong > 0);
+    // A standalone server has no /ready.
+    let Cmd::Converge(ready) = cli(&[
+        "converge",
+        "--http-address",
+        &http,
+        "--wait-ready",
+        "--converge-timeout",
+        "300ms",
+    ]) else {
+        unreachable!()
+    };
+    let out = crate::cluster::converge(ready)
+        .await
+        .expect("converge runs");
+    assert!(!out.report.passed);
+    assert!(out.report.problems.iter().any(|p| p.contains("/ready")));
+
+    // Propagation from a server to itself: every probe seen, both ways.
+    let Cmd::Propagation(p) = cli(&[
+        "propagation",
+        "--tcp-address",
+        &tcp,
+        "--http-address",
+        &http,
+        "--probes",
+        "20",
+        "--probe-nodes",
+        "3",
+        "--probe-gap",
+        "0s",
+    ]) else {
+        unreachable!()
+    };
+    let out = crate::cluster::propagation(p)
+        .await
+        .expect("propagation runs");
+    let r = &out.report;
+    assert!(r.passed, "{}", r.table());
+    let p = r.propagation.as_ref().expect("propagation section");
+    assert_eq!(p.register.count, 20);
+    assert_eq!(p.unregister.as_ref().map(|u| u.count), Some(20));
+    assert_eq!((p.register_missed, p.unregister_missed), (0, 0));
+    assert_eq!(p.tcp_answer.count, 40);
+    assert!(r.table().contains("REGISTER -> listed"));
+
+    let fleet = fleet.await.expect("fleet task").expect("fleet completes");
+    assert!(fleet.report.passed, "{}", fleet.report.table());
+    srv.shutdown().await;
+}

@@ -36,6 +36,15 @@ pub enum Cmd {
     /// Consumers against the built-in fixed-answer HTTP server: the
     /// machine's ceiling for an HTTP lookup. `--serve ADDR` only serves.
     Ceiling(CeilingArgs),
+    /// Cluster mode: how long a registration (and an unregistration) made
+    /// on one replica (--tcp-address) takes to show on another
+    /// (--http-address), measured with probe nodes of its own.
+    Propagation(PropagationArgs),
+    /// How long a replica (--http-address), e.g. one just (re)started,
+    /// takes from now until every topic of the workload answers /lookup
+    /// with its full and correct producer set (the fleet being registered
+    /// elsewhere with the same workload options).
+    Converge(ConvergeArgs),
     /// (internal) The ceiling server process.
     #[command(hide = true)]
     ServeCeiling {
@@ -69,6 +78,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("bad duration {s:?}"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Checks a list of `host:port` addresses (from `--tcp-address a,b` or a
+/// repeated option): none empty, trimmed, at least one.
+pub fn address_list(list: &[String]) -> Result<Vec<String>, String> {
+    let out: Vec<String> = list.iter().map(|a| a.trim().to_string()).collect();
+    if out.is_empty() {
+        return Err("an address list must name at least one address".into());
+    }
+    if let Some(bad) = out
+        .iter()
+        .find(|a| a.is_empty() || !a.contains(':') || a.contains(char::is_whitespace))
+    {
+        return Err(format!(
+            "bad address {bad:?} in {:?} (use host:port)",
+            list.join(",")
+        ));
+    }
+    Ok(out)
 }
 
 /// The fleet's shape: a preset, each field overridable.
@@ -120,9 +148,10 @@ impl WorkloadArgs {
 
 #[derive(Args, Debug, Clone, serde::Serialize)]
 pub struct FleetArgs {
-    /// lookupd TCP address.
-    #[arg(long, default_value = "127.0.0.1:4160")]
-    pub tcp_address: String,
+    /// lookupd TCP address; a comma-separated list spreads the fleet over
+    /// several (cluster replicas): node i connects to address i % n.
+    #[arg(long, default_value = "127.0.0.1:4160", value_delimiter = ',')]
+    pub tcp_address: Vec<String>,
     /// REGISTER commands in flight per node connection (1 = exactly like nsqd).
     #[arg(long, default_value_t = 256)]
     pub window: usize,
@@ -146,22 +175,23 @@ pub struct FleetArgs {
 }
 
 impl FleetArgs {
-    pub fn config(&self) -> FleetConfig {
-        FleetConfig {
-            tcp_address: self.tcp_address.clone(),
+    pub fn config(&self) -> Result<FleetConfig, String> {
+        Ok(FleetConfig {
+            tcp_addresses: address_list(&self.tcp_address)?,
             window: self.window.max(1),
             ping_interval: self.ping_interval.max(Duration::from_millis(10)),
             tcp_timeout: self.tcp_timeout,
             reconnect_delay: Duration::from_millis(250),
-        }
+        })
     }
 }
 
 #[derive(Args, Debug, Clone, serde::Serialize)]
 pub struct ConsumerArgs {
-    /// lookupd HTTP address.
-    #[arg(long, default_value = "127.0.0.1:4161")]
-    pub http_address: String,
+    /// lookupd HTTP address; a comma-separated list spreads the consumers
+    /// over several (cluster replicas): worker i asks address i % n.
+    #[arg(long, default_value = "127.0.0.1:4161", value_delimiter = ',')]
+    pub http_address: Vec<String>,
     /// Consumer workers, one keep-alive connection each.
     #[arg(long, default_value_t = 32)]
     pub workers: usize,
@@ -219,7 +249,7 @@ impl ConsumerArgs {
             return Err("--rate must be >= 0".into());
         }
         Ok(ConsumerConfig {
-            http_address: self.http_address.clone(),
+            http_addresses: address_list(&self.http_address)?,
             workers: self.workers.max(1),
             rate: self.rate,
             duration: self.duration,
@@ -324,6 +354,78 @@ pub struct CeilingArgs {
     pub serve: Option<String>,
 }
 
+#[derive(Args, Debug, Clone, serde::Serialize)]
+pub struct PropagationArgs {
+    /// TCP address of the replica the probe nodes register with (A).
+    #[arg(long, default_value = "127.0.0.1:4160")]
+    pub tcp_address: String,
+    /// HTTP address of the replica polled for the probe topics (B).
+    #[arg(long, default_value = "127.0.0.1:4161")]
+    pub http_address: String,
+    /// Probes: each REGISTERs a fresh topic on A and waits until B lists
+    /// it, then UNREGISTERs it and waits until B no longer does.
+    #[arg(long, default_value_t = 200)]
+    pub probes: usize,
+    /// Probe nodes (TCP connections, distinct identities) taking turns.
+    #[arg(long, default_value_t = 4)]
+    pub probe_nodes: usize,
+    /// Pause between two /lookup polls of B (0 = back to back).
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// A probe not seen on B this long after its OK is missed (an error).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub probe_timeout: Duration,
+    /// Pause between two probes.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub probe_gap: Duration,
+    /// Only measure registrations (probe topics stay until the end).
+    #[arg(long)]
+    pub no_unregister: bool,
+    /// Probe topics are PREFIX-probe-RUN-NNNNN (RUN: the start time).
+    #[arg(long, default_value = "bench")]
+    pub topic_prefix: String,
+    /// A TCP answer slower than this fails the probe node.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub tcp_timeout: Duration,
+    /// An HTTP exchange slower than this is a timeout error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub http_timeout: Duration,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvergeArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// HTTP address of the replica to watch converge.
+    #[arg(long, default_value = "127.0.0.1:4161")]
+    pub http_address: String,
+    /// First wait for GET /ready to answer 200 (cluster mode), and report
+    /// that time too.
+    #[arg(long)]
+    pub wait_ready: bool,
+    /// Give up when the replica has not converged by then.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub converge_timeout: Duration,
+    /// Pause between two passes over the topics still wrong (and between
+    /// two /ready polls).
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Topics checked, spread over the registered ones (0 = every one).
+    #[arg(long, default_value_t = 0)]
+    pub check_topics: usize,
+    /// Connections checking topics in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// An HTTP exchange slower than this is a timeout error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub http_timeout: Duration,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +464,97 @@ mod tests {
             c.consumers.config(0.0).unwrap().warmup,
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn address_lists() {
+        let cli = Cli::try_parse_from([
+            "b",
+            "run",
+            "--tcp-address",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--http-address",
+            "127.0.0.1:3",
+        ])
+        .unwrap();
+        let Cmd::Run(r) = cli.cmd else {
+            panic!("not run")
+        };
+        assert_eq!(
+            r.fleet.config().unwrap().tcp_addresses,
+            ["127.0.0.1:1", "127.0.0.1:2"]
+        );
+        assert_eq!(
+            r.consumers.config(0.01).unwrap().http_addresses,
+            ["127.0.0.1:3"]
+        );
+        // The default is one address; a repeated option adds to the list.
+        let cli =
+            Cli::try_parse_from(["b", "fleet", "--tcp-address", "a:1", "--tcp-address", "b:2"])
+                .unwrap();
+        let Cmd::Fleet(f) = cli.cmd else {
+            panic!("not fleet")
+        };
+        assert_eq!(f.fleet.config().unwrap().tcp_addresses, ["a:1", "b:2"]);
+        let Cmd::Consumers(c) = Cli::try_parse_from(["b", "consumers"]).unwrap().cmd else {
+            panic!("not consumers")
+        };
+        assert_eq!(
+            c.consumers.config(0.0).unwrap().http_addresses,
+            ["127.0.0.1:4161"]
+        );
+        // Empty entries and missing ports are refused.
+        assert_eq!(
+            address_list(&[" a:1".into(), "b:2 ".into()]),
+            Ok(vec!["a:1".to_string(), "b:2".to_string()])
+        );
+        assert!(address_list(&["a:1".into(), "".into()]).is_err());
+        assert!(address_list(&["localhost".into()]).is_err());
+        assert!(address_list(&[]).is_err());
+        let Cmd::Fleet(f) = Cli::try_parse_from(["b", "fleet", "--tcp-address", "a:1,,b:2"])
+            .unwrap()
+            .cmd
+        else {
+            panic!("not fleet")
+        };
+        assert!(f.fleet.config().is_err());
+    }
+
+    #[test]
+    fn cluster_subcommands() {
+        let cli = Cli::try_parse_from([
+            "b",
+            "propagation",
+            "--tcp-address",
+            "127.0.0.1:1",
+            "--http-address",
+            "127.0.0.1:2",
+            "--probes",
+            "50",
+        ])
+        .unwrap();
+        let Cmd::Propagation(p) = cli.cmd else {
+            panic!("not propagation")
+        };
+        assert_eq!((p.probes, p.probe_nodes), (50, 4));
+        assert_eq!(p.poll_interval, Duration::from_millis(1));
+        assert_eq!(p.probe_timeout, Duration::from_secs(5));
+        assert!(!p.no_unregister);
+        let cli = Cli::try_parse_from([
+            "b",
+            "converge",
+            "--preset",
+            "medium",
+            "--http-address",
+            "127.0.0.1:2",
+            "--wait-ready",
+        ])
+        .unwrap();
+        let Cmd::Converge(c) = cli.cmd else {
+            panic!("not converge")
+        };
+        assert!(c.wait_ready);
+        assert_eq!(c.workload.workload().unwrap().nodes, 100);
+        assert_eq!(c.check_topics, 0);
     }
 }

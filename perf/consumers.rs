@@ -60,7 +60,9 @@ pub struct Mix {
 /// How to load the HTTP side.
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
-    pub http_address: String,
+    /// Worker `i` asks `http_addresses[i % n]` (several replicas of a
+    /// cluster, or one server).
+    pub http_addresses: Vec<String>,
     pub workers: usize,
     /// Total requests per second over all workers; 0 = closed loop.
     pub rate: f64,
@@ -72,6 +74,18 @@ pub struct ConsumerConfig {
     pub check_sample: f64,
     pub http_timeout: Duration,
     pub seed: u64,
+}
+
+impl ConsumerConfig {
+    /// The address worker `worker` asks.
+    pub fn address_of(&self, worker: usize) -> &str {
+        &self.http_addresses[worker % self.http_addresses.len().max(1)]
+    }
+
+    /// The addresses as given (`a,b`), for reports.
+    pub fn addresses_text(&self) -> String {
+        self.http_addresses.join(",")
+    }
 }
 
 /// The kinds of request, in report order.
@@ -394,10 +408,10 @@ pub async fn run(
     // milliseconds of an open-loop timeline made the first ~0.2 s of every
     // run late by ~20 ms (3 % of a 30,000/s run, the whole p99).
     let connecting: Vec<_> = (0..ctx.cfg.workers.max(1))
-        .map(|_| {
+        .map(|i| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let mut conn = HttpConn::new(&ctx.cfg.http_address);
+                let mut conn = HttpConn::new(ctx.cfg.address_of(i));
                 // A failure is retried, and counted, by the first request.
                 let _ = conn.connect(ctx.cfg.http_timeout).await;
                 conn
@@ -405,10 +419,10 @@ pub async fn run(
         })
         .collect();
     let mut conns: Vec<HttpConn> = Vec::with_capacity(connecting.len());
-    for c in connecting {
+    for (i, c) in connecting.into_iter().enumerate() {
         conns.push(
             c.await
-                .unwrap_or_else(|_| HttpConn::new(&ctx.cfg.http_address)),
+                .unwrap_or_else(|_| HttpConn::new(ctx.cfg.address_of(i))),
         );
     }
     if !ctx.cfg.warmup.is_zero() {
@@ -738,19 +752,16 @@ mod tests {
         }
     }
 
-    /// The pacer and `Timeline::take` together, without HTTP: a few worker
-    /// tasks take tickets for 200 ms at 2000/s and note how late they got
-    /// each one.
-    #[test]
-    fn pacer_releases_the_timeline_to_free_workers() {
-        const RATE: f64 = 2000.0;
-        const RUN: Duration = Duration::from_millis(200);
+    /// One 200 ms run of the pacer and 4 workers at 2000/s (see below):
+    /// tickets released, how late each taken ticket was, when the workers
+    /// were done.
+    fn pacer_run(rate: f64, run: Duration) -> (u64, Vec<Duration>, Duration) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let (released, mut lateness, workers_ended) = rt.block_on(async {
-            let t = Arc::new(Timeline::new(Instant::now(), RATE, RUN));
+        rt.block_on(async {
+            let t = Arc::new(Timeline::new(Instant::now(), rate, run));
             let pacer = {
                 let t = t.clone();
                 tokio::spawn(async move { t.pace().await })
@@ -783,25 +794,42 @@ mod tests {
                 .expect("the pacer did not stop at the end of the run")
                 .unwrap();
             (released, lateness, workers_ended)
-        });
-        // Exactly the tickets due before the end were released...
+        })
+    }
+
+    /// The pacer and `Timeline::take` together, without HTTP: a few worker
+    /// tasks take tickets for 200 ms at 2000/s and note how late they got
+    /// each one. The timing marks get three tries: a run is 200 ms of real
+    /// time, and a thread kept off its core for tens of ms near the end
+    /// (the other tests' load on a 2-core machine, kdamond) loses the
+    /// tickets due meanwhile; the counts must hold in every run.
+    #[test]
+    fn pacer_releases_the_timeline_to_free_workers() {
+        const RATE: f64 = 2000.0;
+        const RUN: Duration = Duration::from_millis(200);
         let want = due_before(RUN, RATE);
         assert_eq!(want, 400);
-        assert_eq!(released, want);
-        // ... and idle workers took (nearly) all of them.
-        let taken = lateness.len() as u64;
-        assert!(taken <= released);
-        assert!(taken * 100 >= want * 97, "took {taken} of {want}");
-        assert!(workers_ended >= RUN, "stopped early, at {workers_ended:?}");
-        // Released on time, not in a lump: the median ticket was taken
-        // within a few ms of its due time (a lump at the end would make it
-        // ~100 ms late).
-        lateness.sort();
-        let median = lateness[lateness.len() / 2];
-        assert!(
-            median < Duration::from_millis(20),
-            "median lateness {median:?}"
-        );
+        let mut misses = Vec::new();
+        for _ in 0..3 {
+            let (released, mut lateness, workers_ended) = pacer_run(RATE, RUN);
+            // Exactly the tickets due before the end were released...
+            assert_eq!(released, want);
+            let taken = lateness.len() as u64;
+            assert!(taken <= released);
+            assert!(workers_ended >= RUN, "stopped early, at {workers_ended:?}");
+            // ... and idle workers took (nearly) all of them, on time, not
+            // in a lump: the median ticket was taken within a few ms of its
+            // due time (a lump at the end would make it ~100 ms late).
+            lateness.sort();
+            let median = lateness.get(lateness.len() / 2).copied();
+            if taken * 100 >= want * 97 && median.is_some_and(|m| m < Duration::from_millis(20)) {
+                return;
+            }
+            misses.push(format!(
+                "took {taken} of {want}, median lateness {median:?}"
+            ));
+        }
+        panic!("the pacer missed its marks in 3 runs: {misses:?}");
     }
 
     #[test]

@@ -33,8 +33,9 @@ use crate::wire::{self, Frame, FrameBuf};
 /// How the fleet talks to the server.
 #[derive(Clone, Debug)]
 pub struct FleetConfig {
-    /// The lookupd TCP address (`host:port`).
-    pub tcp_address: String,
+    /// The lookupd TCP addresses (`host:port`): node `i` connects to
+    /// `tcp_addresses[i % n]` (several replicas of a cluster).
+    pub tcp_addresses: Vec<String>,
     /// Maximum REGISTER commands in flight per connection.
     pub window: usize,
     /// Heartbeat period once registered (nsqd uses 15 s).
@@ -45,6 +46,13 @@ pub struct FleetConfig {
     pub tcp_timeout: Duration,
     /// Pause before reconnecting after a failed session.
     pub reconnect_delay: Duration,
+}
+
+impl FleetConfig {
+    /// The address node `node` connects to.
+    pub fn address_of(&self, node: usize) -> &str {
+        &self.tcp_addresses[node % self.tcp_addresses.len().max(1)]
+    }
 }
 
 /// Which part of the run a TCP response belongs to, for separate figures.
@@ -505,7 +513,7 @@ async fn session(
     down_since: &mut Option<Instant>,
 ) -> End {
     let cfg = &sh.cfg;
-    let stream = match timeout(cfg.tcp_timeout, TcpStream::connect(&cfg.tcp_address)).await {
+    let stream = match timeout(cfg.tcp_timeout, TcpStream::connect(cfg.address_of(node))).await {
         Err(_) => {
             st.errors.add("connect_timeout");
             return End::Failed;
@@ -663,6 +671,19 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_spread_over_the_addresses() {
+        let cfg = FleetConfig {
+            tcp_addresses: vec!["a:1".into(), "b:2".into(), "c:3".into()],
+            window: 1,
+            ping_interval: Duration::from_secs(15),
+            tcp_timeout: Duration::from_secs(1),
+            reconnect_delay: Duration::ZERO,
+        };
+        let got: Vec<&str> = (0..7).map(|n| cfg.address_of(n)).collect();
+        assert_eq!(got, ["a:1", "b:2", "c:3", "a:1", "b:2", "c:3", "a:1"]);
+    }
 
     #[test]
     fn node_state_words() {

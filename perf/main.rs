@@ -10,6 +10,7 @@ mod blackbox;
 mod ceiling;
 mod check;
 mod cli;
+mod cluster;
 mod consumers;
 mod fleet;
 mod httpc;
@@ -60,6 +61,14 @@ fn main() -> ExitCode {
             Cmd::Consumers(a) => {
                 let out = a.output.clone();
                 (modes::consumers_only(a).await?, out)
+            }
+            Cmd::Propagation(a) => {
+                let out = a.output.clone();
+                (cluster::propagation(a).await?, out)
+            }
+            Cmd::Converge(a) => {
+                let out = a.output.clone();
+                (cluster::converge(a).await?, out)
             }
             Cmd::Ceiling(a) => {
                 let out = a.output.clone();

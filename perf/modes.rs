@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::ceiling::{self, CeilingProcess};
 use crate::cli::{CeilingArgs, ConsumersOnlyArgs, FleetArgs, FleetOnlyArgs, OutputArgs, RunArgs};
 use crate::consumers::{self, ConsumerConfig, ConsumerStats, KINDS};
-use crate::fleet::{Fleet, FleetStats, NodeStates, Phase};
+use crate::fleet::{Fleet, FleetConfig, FleetStats, NodeStates, Phase};
 use crate::plot;
 use crate::procstat::{self, MachineProbe, Probe, ProcDelta};
 use crate::progress::{Progress, note};
@@ -37,7 +37,7 @@ const PROTOCOL_ERRORS: [&str; 6] = [
     "bad_ping_answer",
 ];
 
-fn new_report(mode: &str, out: &OutputArgs) -> Report {
+pub(crate) fn new_report(mode: &str, out: &OutputArgs) -> Report {
     Report {
         tool: format!("nsqlookupd-bench {}", env!("CARGO_PKG_VERSION")),
         mode: mode.into(),
@@ -77,7 +77,7 @@ fn load_report(
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     let total_bytes: u64 = s.bytes_by_kind.iter().sum();
     LoadReport {
-        http_address: cfg.http_address.clone(),
+        http_address: cfg.addresses_text(),
         loop_kind: if cfg.rate > 0.0 { "open" } else { "closed" }.into(),
         rate: cfg.rate,
         workers: cfg.workers,
@@ -161,6 +161,7 @@ async fn storm_after(fleet: &Fleet, at: Duration) -> StormReport {
 async fn register_fleet(
     w: &Arc<Workload>,
     fa: &FleetArgs,
+    cfg: FleetConfig,
     server_pid: Option<&str>,
     rep: &mut Report,
 ) -> (Fleet, bool) {
@@ -168,12 +169,12 @@ async fn register_fleet(
         "registering {} nodes, {} REGISTERs, on {}",
         w.nodes,
         fmt_int(w.total_registrations()),
-        fa.tcp_address
+        fa.tcp_address.join(",")
     ));
     let server = server_pid.map(Probe::start);
     let me = Probe::start("self");
     let machine = MachineProbe::start();
-    let fleet = Fleet::start(w.clone(), fa.config());
+    let fleet = Fleet::start(w.clone(), cfg);
     let total = w.total_registrations();
     let progress = {
         let states = fleet.states();
@@ -300,14 +301,15 @@ async fn final_check(
     }
     let list = consumers::spread_topics(w, topics);
     note(&format!(
-        "checking /lookup of {} topics at rest",
+        "checking /lookup of {} topics at rest on {http}",
         list.len()
     ));
     let (checked, failed, problems) =
         consumers::verify_topics(w.clone(), fleet.states(), http, list, timeout).await;
-    rep.checks.final_checked = checked;
-    rep.checks.final_failed = failed;
-    rep.checks.failures.extend(problems);
+    rep.checks.final_checked += checked;
+    rep.checks.final_failed += failed;
+    let room = 10usize.saturating_sub(rep.checks.failures.len());
+    rep.checks.failures.extend(problems.into_iter().take(room));
 }
 
 fn apply_checks(rep: &mut Report, s: &ConsumerStats) {
@@ -319,7 +321,7 @@ fn apply_checks(rep: &mut Report, s: &ConsumerStats) {
         .extend(s.failures.iter().take(room).cloned());
 }
 
-fn verdict(rep: &mut Report) {
+pub(crate) fn verdict(rep: &mut Report) {
     let c: &ChecksReport = &rep.checks;
     if c.sampled_failed > 0 {
         rep.problems.push(format!(
@@ -377,7 +379,7 @@ async fn ceiling_load(
         cpus.map(|c| format!(" (cpus {c})")).unwrap_or_default()
     ));
     let mut cfg = cfg.clone();
-    cfg.http_address = server.addr.clone();
+    cfg.http_addresses = vec![server.addr.clone()];
     cfg.check_sample = 0.0;
     let probe = Probe::start(&server.pid.to_string());
     let me = Probe::start("self");
@@ -394,11 +396,12 @@ async fn ceiling_load(
 pub async fn run(a: RunArgs) -> Result<Outcome, String> {
     let w = Arc::new(a.workload.workload()?);
     let ccfg = a.consumers.config(0.01)?;
+    let fcfg = a.fleet.config()?;
     let mut rep = new_report("run", &a.output);
     rep.settings =
         serde_json::json!({"fleet": a.fleet, "consumers": a.consumers, "ceiling": a.ceiling});
-    rep.tcp_address = Some(a.fleet.tcp_address.clone());
-    rep.http_address = Some(ccfg.http_address.clone());
+    rep.tcp_address = Some(a.fleet.tcp_address.join(","));
+    rep.http_address = Some(ccfg.addresses_text());
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
     let mut plots = Vec::new();
     let pid = a.output.server_pid.map(|p| p.to_string());
@@ -422,7 +425,8 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
         }
     }
 
-    let (mut fleet, registered) = register_fleet(&w, &a.fleet, pid.as_deref(), &mut rep).await;
+    let (mut fleet, registered) =
+        register_fleet(&w, &a.fleet, fcfg, pid.as_deref(), &mut rep).await;
     if registered {
         fleet.start_churn(a.fleet.churn);
         note(&format!(
@@ -461,15 +465,18 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
         apply_checks(&mut rep, &stats);
         plots.push(("lookup (server)".to_string(), stats.latency.clone()));
         fleet.stop_churn();
-        final_check(
-            &w,
-            &fleet,
-            &ccfg.http_address,
-            a.final_check_topics,
-            ccfg.http_timeout,
-            &mut rep,
-        )
-        .await;
+        // Every replica asked must give the right answers at rest.
+        for http in &ccfg.http_addresses {
+            final_check(
+                &w,
+                &fleet,
+                http,
+                a.final_check_topics,
+                ccfg.http_timeout,
+                &mut rep,
+            )
+            .await;
+        }
     }
     let churn_restarts = fleet.churn_restarts();
     let fs = fleet.stop().await;
@@ -484,17 +491,36 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
     Ok(Outcome { report: rep, plots })
 }
 
+/// Ctrl-C or SIGTERM: ends a `fleet` early, with its report. SIGTERM too,
+/// because a script's background job ignores SIGINT (perf/cluster.sh).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// `fleet`: register, hold, optionally verify.
 pub async fn fleet_only(a: FleetOnlyArgs) -> Result<Outcome, String> {
     let w = Arc::new(a.workload.workload()?);
+    let fcfg = a.fleet.config()?;
     let mut rep = new_report("fleet", &a.output);
     rep.settings = serde_json::json!({"fleet": a.fleet, "duration_s": a.duration.as_secs_f64()});
-    rep.tcp_address = Some(a.fleet.tcp_address.clone());
+    rep.tcp_address = Some(a.fleet.tcp_address.join(","));
     rep.http_address = a.verify_http.clone();
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
     let mut plots = Vec::new();
     let pid = a.output.server_pid.map(|p| p.to_string());
-    let (mut fleet, registered) = register_fleet(&w, &a.fleet, pid.as_deref(), &mut rep).await;
+    let (mut fleet, registered) =
+        register_fleet(&w, &a.fleet, fcfg, pid.as_deref(), &mut rep).await;
     if registered {
         fleet.start_churn(a.fleet.churn);
         note(&format!("holding the fleet for {:?}", a.duration));
@@ -504,7 +530,7 @@ pub async fn fleet_only(a: FleetOnlyArgs) -> Result<Outcome, String> {
         }
         tokio::select! {
             _ = tokio::time::sleep_until(end.into()) => {}
-            _ = tokio::signal::ctrl_c() => note("interrupted"),
+            _ = stop_signal() => note("interrupted"),
         }
         fleet.stop_churn();
         if let Some(http) = &a.verify_http {
@@ -536,7 +562,7 @@ pub async fn consumers_only(a: ConsumersOnlyArgs) -> Result<Outcome, String> {
     let cfg = a.consumers.config(0.0)?;
     let mut rep = new_report("consumers", &a.output);
     rep.settings = serde_json::json!({"consumers": a.consumers});
-    rep.http_address = Some(cfg.http_address.clone());
+    rep.http_address = Some(cfg.addresses_text());
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
     let states = (cfg.check_sample > 0.0).then(|| Arc::new(NodeStates::all_registered(w.nodes)));
     let pid = a.output.server_pid.map(|p| p.to_string());

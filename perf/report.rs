@@ -41,6 +41,77 @@ pub struct Report {
     pub settings: serde_json::Value,
     /// How long the server kept working after the fleet disconnected.
     pub disconnect_cleanup: Option<CleanupReport>,
+    /// `propagation`: from a REGISTER on one replica to /lookup on another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<PropagationReport>,
+    /// `converge`: until a replica answers right for the whole fleet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converge: Option<ConvergeReport>,
+}
+
+/// Cluster propagation, measured with probe nodes (`propagation`).
+#[derive(Serialize, Default)]
+pub struct PropagationReport {
+    /// Where the probe nodes register (A).
+    pub tcp_address: String,
+    /// Where their topics are looked up (B).
+    pub http_address: String,
+    pub probes: usize,
+    pub probe_nodes: usize,
+    pub poll_interval_s: f64,
+    pub deadline_s: f64,
+    /// From the `OK` of `REGISTER topic` on A to the arrival of the first
+    /// `/lookup?topic=` answer of B listing the probe node.
+    pub register: LatencySummary,
+    /// Probes not listed by B within the deadline.
+    pub register_missed: u64,
+    /// From the `OK` of `UNREGISTER topic` on A to the first answer of B
+    /// without the probe node (None with `--no-unregister`).
+    pub unregister: Option<LatencySummary>,
+    pub unregister_missed: u64,
+    /// A's answer time to the probes' REGISTER and UNREGISTER commands.
+    pub tcp_answer: LatencySummary,
+    /// `/lookup` requests sent to B.
+    pub polls: u64,
+    /// TCP and HTTP errors by kind (a probe whose command failed is skipped).
+    pub errors: Errors,
+}
+
+/// One moment of a `converge` run: how many topics were right.
+#[derive(Serialize, Default, Clone, Debug, PartialEq)]
+pub struct ConvergePoint {
+    /// Seconds since the command started (at the end of a pass).
+    pub s: f64,
+    pub correct: usize,
+}
+
+/// How long a replica took to answer right for the whole fleet (`converge`).
+#[derive(Serialize, Default)]
+pub struct ConvergeReport {
+    pub http_address: String,
+    /// Topics checked (every registered topic unless `--check-topics`).
+    pub topics: usize,
+    /// Every time below is in seconds from the start of the command.
+    /// The first HTTP answer of any kind (the replica is listening).
+    pub http_up_s: Option<f64>,
+    /// Whether `--wait-ready` was given.
+    pub waited_ready: bool,
+    /// The first `GET /ready` answered 200.
+    pub ready_s: Option<f64>,
+    /// The first topic answered with its full and correct producer set.
+    pub first_topic_correct_s: Option<f64>,
+    /// Every topic answered right (each one at least once; the fleet is
+    /// stable, so an answer once right stays right).
+    pub converged_s: Option<f64>,
+    /// Passes over the topics still wrong.
+    pub passes: u64,
+    /// `/lookup` requests sent.
+    pub lookups: u64,
+    /// Topics never answered right (when it did not converge).
+    pub still_wrong: usize,
+    pub errors: Errors,
+    /// Topics right after each pass (at most 200 points, evenly thinned).
+    pub timeline: Vec<ConvergePoint>,
 }
 
 /// The server's work after every node disconnected (`--server-pid` only).
@@ -290,6 +361,85 @@ fn proc_text(p: &Option<ProcDelta>) -> String {
     }
 }
 
+fn propagation_text(o: &mut String, p: &PropagationReport) {
+    let _ = writeln!(
+        o,
+        "propagation: REGISTER on {} -> /lookup on {}: {} probes by {} probe nodes, polled every {}, deadline {}",
+        p.tcp_address,
+        p.http_address,
+        fmt_int(p.probes as u64),
+        p.probe_nodes,
+        fmt_secs(p.poll_interval_s),
+        fmt_secs(p.deadline_s)
+    );
+    latency_header(o, "propagation latency");
+    latency_row(o, "REGISTER -> listed", &p.register);
+    if let Some(u) = &p.unregister {
+        latency_row(o, "UNREGISTER -> gone", u);
+    }
+    latency_row(o, "TCP answer", &p.tcp_answer);
+    let _ = writeln!(
+        o,
+        "  missed the deadline: {} registrations{}; {} lookups sent{}",
+        fmt_int(p.register_missed),
+        p.unregister
+            .as_ref()
+            .map(|_| format!(", {} unregistrations", fmt_int(p.unregister_missed)))
+            .unwrap_or_default(),
+        fmt_int(p.polls),
+        if p.errors.0.is_empty() {
+            String::new()
+        } else {
+            format!("; errors: {:?}", p.errors.0)
+        }
+    );
+}
+
+fn converge_text(o: &mut String, c: &ConvergeReport) {
+    let at = |s: Option<f64>| s.map(fmt_secs).unwrap_or_else(|| "never".into());
+    let _ = writeln!(
+        o,
+        "converge on {}: {} topics; HTTP up after {}{}; first topic right after {}",
+        c.http_address,
+        fmt_int(c.topics as u64),
+        at(c.http_up_s),
+        if c.waited_ready {
+            format!(", /ready 200 after {}", at(c.ready_s))
+        } else {
+            String::new()
+        },
+        at(c.first_topic_correct_s)
+    );
+    match c.converged_s {
+        Some(s) => {
+            let _ = writeln!(
+                o,
+                "  whole fleet answered right after {}{} ({} passes, {} lookups)",
+                fmt_secs(s),
+                c.ready_s
+                    .filter(|_| c.waited_ready)
+                    .map(|r| format!(", {} after /ready", fmt_secs((s - r).max(0.0))))
+                    .unwrap_or_default(),
+                fmt_int(c.passes),
+                fmt_int(c.lookups)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  NOT CONVERGED: {} of {} topics still wrong after {} passes, {} lookups",
+                fmt_int(c.still_wrong as u64),
+                fmt_int(c.topics as u64),
+                fmt_int(c.passes),
+                fmt_int(c.lookups)
+            );
+        }
+    }
+    if !c.errors.0.is_empty() {
+        let _ = writeln!(o, "  errors: {:?}", c.errors.0);
+    }
+}
+
 impl Report {
     /// The human summary printed at the end of a run.
     pub fn table(&self) -> String {
@@ -492,6 +642,12 @@ impl Report {
         if !self.tcp_errors.0.is_empty() {
             let _ = writeln!(o, "TCP errors: {:?}", self.tcp_errors.0);
         }
+        if let Some(p) = &self.propagation {
+            propagation_text(&mut o, p);
+        }
+        if let Some(c) = &self.converge {
+            converge_text(&mut o, c);
+        }
         let c = &self.checks;
         let _ = writeln!(
             o,
@@ -525,6 +681,83 @@ mod tests {
         assert_eq!(fmt_int(999), "999");
         assert_eq!(fmt_int(1_000), "1,000");
         assert_eq!(fmt_int(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn cluster_sections_in_the_table() {
+        let lat = |p50_us, count| LatencySummary {
+            count,
+            p50_us,
+            p99_us: p50_us * 3,
+            max_us: p50_us * 9,
+            ..Default::default()
+        };
+        let r = Report {
+            tool: "t".into(),
+            mode: "propagation".into(),
+            propagation: Some(PropagationReport {
+                tcp_address: "127.0.0.1:1".into(),
+                http_address: "127.0.0.1:2".into(),
+                probes: 200,
+                probe_nodes: 4,
+                poll_interval_s: 0.001,
+                deadline_s: 5.0,
+                register: lat(2_500, 199),
+                register_missed: 1,
+                unregister: Some(lat(2_000, 200)),
+                tcp_answer: lat(100, 400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = r.table();
+        assert!(
+            t.contains("REGISTER on 127.0.0.1:1 -> /lookup on 127.0.0.1:2"),
+            "{t}"
+        );
+        assert!(t.contains("REGISTER -> listed"), "{t}");
+        assert!(t.contains("2.50ms"), "{t}");
+        assert!(t.contains("UNREGISTER -> gone"), "{t}");
+        assert!(
+            t.contains("missed the deadline: 1 registrations, 0 unregistrations"),
+            "{t}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["propagation"]["register"]["p99_us"], 7_500);
+        assert!(json.get("converge").is_none());
+
+        let mut c = ConvergeReport {
+            http_address: "b:1".into(),
+            topics: 10_000,
+            http_up_s: Some(0.012),
+            waited_ready: true,
+            ready_s: Some(0.25),
+            first_topic_correct_s: Some(0.26),
+            converged_s: Some(0.5),
+            passes: 3,
+            lookups: 10_200,
+            ..Default::default()
+        };
+        let mut r = Report {
+            converge: Some(c),
+            ..Default::default()
+        };
+        let t = r.table();
+        assert!(t.contains("/ready 200 after 250.00ms"), "{t}");
+        assert!(
+            t.contains("whole fleet answered right after 500.00ms, 250.00ms after /ready"),
+            "{t}"
+        );
+        c = r.converge.take().unwrap();
+        c.converged_s = None;
+        c.still_wrong = 17;
+        r.converge = Some(c);
+        assert!(
+            r.table()
+                .contains("NOT CONVERGED: 17 of 10,000 topics still wrong"),
+            "{}",
+            r.table()
+        );
     }
 
     #[test]

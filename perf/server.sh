@@ -1,4 +1,4 @@
-# Sourced by perf/measure.sh and perf/alternate.sh.
+# Sourced by perf/measure.sh, perf/alternate.sh and perf/cluster.sh.
 #
 #   start_server LOG COMMAND...
 #
@@ -6,9 +6,16 @@
 # background on ephemeral ports, logging to LOG, waits until it listens,
 # and sets server_pid, server_tcp and server_http.
 start_server() {
-    local log=$1
-    shift
-    "$@" --tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0 2>"$log" &
+    start_server_at "$1" 127.0.0.1:0 127.0.0.1:0 "${@:2}"
+}
+
+#   start_server_at LOG TCP_ADDR HTTP_ADDR COMMAND...
+#
+# The same on given addresses (a server restarted on the ports it had).
+start_server_at() {
+    local log=$1 tcp=$2 http=$3
+    shift 3
+    "$@" --tcp-address="$tcp" --http-address="$http" 2>"$log" &
     server_pid=$!
     for _ in $(seq 100); do grep -q 'HTTP: listening' "$log" && break; sleep 0.1; done
     server_tcp=$(grep -o 'TCP: listening on [0-9.:]*' "$log" | awk '{print $4}')

@@ -27,6 +27,12 @@ pub fn put_register(buf: &mut Vec<u8>, topic: &str, channel: Option<&str>) {
     buf.push(b'\n');
 }
 
+/// Appends `UNREGISTER topic [channel]\n`.
+pub fn put_unregister(buf: &mut Vec<u8>, topic: &str, channel: Option<&str>) {
+    buf.extend_from_slice(b"UN");
+    put_register(buf, topic, channel);
+}
+
 /// Appends `PING\n`.
 pub fn put_ping(buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"PING\n");
@@ -107,7 +113,12 @@ mod tests {
         put_register(&mut b, "t", None);
         put_register(&mut b, "t", Some("c"));
         put_ping(&mut b);
-        assert_eq!(b, b"REGISTER t\nREGISTER t c\nPING\n");
+        put_unregister(&mut b, "t", None);
+        put_unregister(&mut b, "t", Some("c"));
+        assert_eq!(
+            b,
+            b"REGISTER t\nREGISTER t c\nPING\nUNREGISTER t\nUNREGISTER t c\n"
+        );
         let mut b = Vec::new();
         put_identify(&mut b, b"{}");
         assert_eq!(b, b"IDENTIFY\n\0\0\0\x02{}");
