@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod etcd;
+pub mod pki;
 
 /// How long the server gets to report both listening addresses.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
