@@ -5,158 +5,18 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::cluster::{
+    LEASE_TTL, Nsqd, PROPAGATION, channels, metric, names, node_count, producers, replica, topics,
+    wait_for,
+};
 use common::etcd::EtcdCluster;
-use common::{Server, http_get, http_post, identify_command, read_frame, tcp_connect};
+use common::{Server, http_get, http_post};
 use serde_json::Value;
-
-/// How long a change may take to show on another replica.
-const PROPAGATION: Duration = Duration::from_secs(5);
-/// The lease TTL of the replicas in these tests (etcd's floor is a few seconds).
-const LEASE_TTL: &str = "5s";
-
-/// A replica of the cluster on `etcd`.
-fn replica(etcd: &EtcdCluster, extra: &[&str]) -> Server {
-    let mut args = vec![
-        format!("--etcd-endpoints={}", etcd.endpoints_arg()),
-        format!("--etcd-lease-ttl={LEASE_TTL}"),
-        "--broadcast-address=lookupd.test".to_owned(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let server = Server::start_with(args);
-    wait_for(PROPAGATION, "the replica to be ready", || {
-        http_get(server.http_addr(), "/ready").status == 200
-    });
-    server
-}
-
-/// Polls `cond` until it holds; panics after `deadline` naming `what`.
-fn wait_for(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A played nsqd: one TCP connection to one replica.
-struct Nsqd {
-    stream: TcpStream,
-}
-
-impl Nsqd {
-    /// Connects to `server` and identifies as `name` (broadcast address)
-    /// with `tcp_port` (HTTP port `tcp_port + 1`).
-    fn connect(server: &Server, name: &str, tcp_port: u16) -> Nsqd {
-        Nsqd::connect_to(server.tcp_addr(), name, tcp_port)
-    }
-
-    fn connect_to(addr: SocketAddr, name: &str, tcp_port: u16) -> Nsqd {
-        let mut stream = tcp_connect(addr, true).expect("connect to the replica");
-        let body = serde_json::json!({
-            "broadcast_address": name,
-            "hostname": name,
-            "tcp_port": tcp_port,
-            "http_port": tcp_port + 1,
-            "version": "1.3.0",
-        });
-        stream
-            .write_all(&identify_command(body.to_string().as_bytes()))
-            .unwrap();
-        let answer = read_frame(&mut stream, Duration::from_secs(5)).expect("IDENTIFY answer");
-        assert!(answer.starts_with(b"{"), "IDENTIFY: {answer:?}");
-        Nsqd { stream }
-    }
-
-    /// Sends one command and expects `OK`.
-    fn ok(&mut self, command: &str) -> Duration {
-        let start = Instant::now();
-        self.stream.write_all(command.as_bytes()).unwrap();
-        let answer = read_frame(&mut self.stream, Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("{command:?}: no answer: {e}"));
-        assert_eq!(answer, b"OK", "{command:?}");
-        start.elapsed()
-    }
-
-    fn register(&mut self, topic: &str, channel: Option<&str>) -> Duration {
-        match channel {
-            Some(c) => self.ok(&format!("REGISTER {topic} {c}\n")),
-            None => self.ok(&format!("REGISTER {topic}\n")),
-        }
-    }
-
-    fn unregister(&mut self, topic: &str, channel: Option<&str>) -> Duration {
-        match channel {
-            Some(c) => self.ok(&format!("UNREGISTER {topic} {c}\n")),
-            None => self.ok(&format!("UNREGISTER {topic}\n")),
-        }
-    }
-}
-
-/// The broadcast addresses `/lookup?topic=` lists on `server`, sorted
-/// (empty for 404).
-fn producers(server: &Server, topic: &str) -> Vec<String> {
-    let r = http_get(server.http_addr(), &format!("/lookup?topic={topic}"));
-    if r.status == 404 {
-        return Vec::new();
-    }
-    assert_eq!(r.status, 200, "/lookup?topic={topic}: {}", r.text());
-    let mut out = common::producer_addresses(&r.json());
-    out.sort();
-    out
-}
-
-fn channels(server: &Server, topic: &str) -> Vec<String> {
-    let v = http_get(server.http_addr(), &format!("/channels?topic={topic}")).json();
-    let mut out: Vec<String> = v["channels"]
-        .as_array()
-        .map(|a| a.iter().map(|c| c.as_str().unwrap().to_owned()).collect())
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-fn topics(server: &Server) -> Vec<String> {
-    let v = http_get(server.http_addr(), "/topics").json();
-    let mut out: Vec<String> = v["topics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap().to_owned())
-        .collect();
-    out.sort();
-    out
-}
-
-fn node_count(server: &Server) -> usize {
-    http_get(server.http_addr(), "/nodes").json()["producers"]
-        .as_array()
-        .unwrap()
-        .len()
-}
-
-fn metric(server: &Server, name: &str) -> Option<f64> {
-    let text = http_get(server.http_addr(), "/metrics").text();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn names(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
 
 #[test]
 fn a_registration_on_one_replica_is_seen_on_the_other_and_back() {

@@ -1,12 +1,13 @@
 //! The etcd harness (`common::etcd`) against a real etcd: the smoke test
 //! that etcd is installed and runs here, and proof that what the cluster
 //! tests rely on (key helpers, quorum with a member down, restarts keeping
-//! the data) behaves as documented.
+//! the data, TLS clusters, auth) behaves as documented.
 
 mod common;
 
 use common::etcd::{EtcdCluster, b64_decode, b64_encode};
 use common::http_get;
+use common::pki::Pki;
 
 #[test]
 fn base64_round_trips() {
@@ -154,4 +155,57 @@ fn single_member_stop_and_restart_keeps_data() {
     assert!(!etcd.is_running(0));
     etcd.restart(0);
     assert_eq!(etcd.get("/one").as_deref(), Some("1"));
+}
+
+#[test]
+fn a_tls_cluster_speaks_only_tls_to_clients_and_plain_http_to_the_harness() {
+    let pki = Pki::generate();
+    let etcd = EtcdCluster::start_tls(1, &pki.etcd_files());
+    let client = etcd.client_addr(0);
+    assert_eq!(etcd.endpoints_arg(), format!("https://{client}"));
+    // Plain HTTP on the client URL gets no answer (etcd closes it).
+    if let Ok(r) = common::http_request(client, "GET", "/health", &[], None) {
+        panic!(
+            "plain HTTP on the TLS port: HTTP {}: {}",
+            r.status,
+            r.text()
+        );
+    }
+    // The harness's own listener is another port, and works.
+    let plain = etcd.plain_client_addr(0).expect("a plain listener");
+    assert_ne!(plain, client);
+    assert_eq!(http_get(plain, "/health").json()["health"], "true");
+    etcd.put("/tls/a", "1");
+    assert_eq!(etcd.get("/tls/a").as_deref(), Some("1"));
+}
+
+#[test]
+fn with_auth_enabled_the_harness_uses_a_root_token_and_takes_a_new_one_when_refused() {
+    let mut etcd = EtcdCluster::builder(1).arg("--auth-token-ttl=1").start();
+    etcd.add_user("reader", "reader-pw");
+    etcd.add_role("reader");
+    etcd.grant_prefix("reader", "/r/");
+    etcd.grant_role("reader", "reader");
+    etcd.enable_auth("root-pw");
+    // Without a token, etcd refuses.
+    let body = format!(r#"{{"key":"{}"}}"#, b64_encode(b"/r/a"));
+    let r = common::http_request(
+        etcd.plain_client_addr(0).unwrap_or(etcd.client_addr(0)),
+        "POST",
+        "/v3/kv/range",
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    )
+    .unwrap();
+    assert_ne!(r.status, 200, "{}", r.text());
+    // The harness gets a token, and a new one after a restart killed it.
+    etcd.put("/r/a", "1");
+    assert_eq!(etcd.get("/r/a").as_deref(), Some("1"));
+    etcd.restart_all();
+    assert_eq!(etcd.get("/r/a").as_deref(), Some("1"));
+    // Other users' tokens, and wrong passwords.
+    let token = etcd.authenticate("reader", "reader-pw").unwrap();
+    assert!(etcd.token_valid(&token));
+    assert!(etcd.authenticate("reader", "wrong").is_err());
+    assert!(!etcd.token_valid("not-a-token"));
 }

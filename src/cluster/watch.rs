@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::apply::{Applier, Update};
 use super::keys::Layout;
@@ -191,9 +191,24 @@ impl Watcher {
                 return Ended::Compacted;
             }
             if response.canceled() {
+                let reason = response.cancel_reason();
+                // etcd answers a watch made with an expired or unknown auth
+                // token (simple tokens expire unused after --auth-token-ttl,
+                // and all die with an etcd restart) with a cancel, "invalid
+                // auth token", not with an error of the call: etcd-client's
+                // automatic refresh never sees it, and the same dead token
+                // would be tried forever by a replica with nothing to
+                // publish. Take a new one for the next attempt (nothing to
+                // take without credentials).
+                debug!("cluster: etcd canceled the watch ({reason}): taking a new auth token");
+                tokio::select! {
+                    r = self.client.refresh_token() => if let Err(e) = r {
+                        debug!("cluster: taking a new etcd auth token failed: {e}");
+                    },
+                    _ = self.stop.cancelled() => return Ended::Stopped,
+                }
                 return Ended::Lost(etcd_client::Error::WatchError(format!(
-                    "watch canceled: {}",
-                    response.cancel_reason()
+                    "watch canceled: {reason}"
                 )));
             }
             if *failing {

@@ -4,6 +4,14 @@
 //! HTTP, so that the assertions do not depend on the Rust etcd client the
 //! server itself uses.
 //!
+//! [`EtcdBuilder::tls`] starts members that serve their clients over TLS
+//! only and require a client certificate; each member then has a second,
+//! plain-HTTP client listener on another port that only this harness uses
+//! (etcd serves every URL of `--listen-client-urls` on its own listener,
+//! TLS for the https ones). [`EtcdCluster::enable_auth`] turns etcd's
+//! authentication on; the harness then sends a root token with its own
+//! requests and takes a fresh one whenever etcd refuses it.
+//!
 //! The tests need the `etcd` binary (Debian's `etcd-server`, 3.4). When it
 //! is missing and the tests run as root on a machine with `apt-get`,
 //! [`etcd_binary`] installs the package, once per machine, however many test
@@ -24,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{free_local_addr, http_request, spawn_reader};
+use super::{HttpResponse, free_local_addr, http_request, spawn_reader};
 
 /// How long a freshly started (or restarted) cluster gets to become healthy.
 pub const ETCD_STARTUP_DEADLINE: Duration = Duration::from_secs(15);
@@ -34,10 +42,10 @@ pub const ETCD_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// unavailable (no member reachable, or an election under way).
 pub const ETCD_REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Serialises the `apt-get` install across test binaries (cargo runs them
+/// Serialises the `apt-get` installs across test binaries (cargo runs them
 /// one after the other, but a developer may run several at once, and two
 /// `apt-get install` at once fail on the dpkg lock).
-const INSTALL_LOCK: &str = "/tmp/nsqlookupd-etcd-install.lock";
+const INSTALL_LOCK: &str = "/tmp/nsqlookupd-apt-install.lock";
 
 /// How to get etcd when neither the tests nor [`etcd_binary`] could.
 const INSTALL_HINT: &str = "the cluster tests need etcd 3.4 or later: install Debian's package \
@@ -84,14 +92,14 @@ fn find_etcd() -> Option<PathBuf> {
     })
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
 }
 
-fn is_executable(path: &Path) -> bool {
+pub fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
@@ -102,21 +110,33 @@ fn is_executable(path: &Path) -> bool {
 /// a container, port 2379 taken) dpkg reports an error although
 /// /usr/bin/etcd is unpacked and works.
 fn install_etcd() -> Result<PathBuf, String> {
+    apt_install("etcd-server", find_etcd).map_err(|why| {
+        format!(
+            "etcd not found (ETCD_BIN unset, not on PATH, no /usr/bin/etcd): {why}; {INSTALL_HINT}"
+        )
+    })
+}
+
+/// Installs Debian's `package` with apt-get, once per machine however many
+/// test binaries ask at once (under an exclusive file lock), and returns
+/// what `find` finds after: judged by that, not by apt-get's exit status.
+/// Needs root and apt-get; the error says why it could not, with the tail
+/// of apt-get's output.
+pub fn apt_install(package: &str, find: fn() -> Option<PathBuf>) -> Result<PathBuf, String> {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let Some(apt_get) = find_in_path("apt-get").filter(|_| root) else {
         return Err(format!(
-            "etcd not found (ETCD_BIN unset, not on PATH, no /usr/bin/etcd) and no \
-             automatic install (that needs root and apt-get); {INSTALL_HINT}"
+            "no automatic install of Debian's {package} (that needs root and apt-get)"
         ));
     };
 
     let _lock = lock_exclusive(Path::new(INSTALL_LOCK))?;
     // Another test binary may have installed it while we waited for the lock.
-    if let Some(path) = find_etcd() {
+    if let Some(path) = find() {
         return Ok(path);
     }
-    eprintln!("etcd not found: installing Debian's etcd-server with apt-get (once per machine)");
+    eprintln!("installing Debian's {package} with apt-get (once per machine)");
     let mut transcript = String::new();
     let steps: [&[&str]; 2] = [
         &["update"],
@@ -127,7 +147,7 @@ fn install_etcd() -> Result<PathBuf, String> {
             // Wait for a dpkg lock held by someone else instead of failing.
             "-o",
             "DPkg::Lock::Timeout=300",
-            "etcd-server",
+            package,
         ],
     ];
     for args in steps {
@@ -148,10 +168,9 @@ fn install_etcd() -> Result<PathBuf, String> {
         // A failed `update` is not fatal: the lists already on the machine
         // may do.
     }
-    find_etcd().ok_or_else(|| {
+    find().ok_or_else(|| {
         format!(
-            "etcd still not found after `apt-get install etcd-server`; {INSTALL_HINT}\n\
-             --- apt-get (tail) ---\n{}",
+            "still missing after `apt-get install {package}`\n--- apt-get (tail) ---\n{}",
             tail(&transcript, 30)
         )
     })
@@ -195,7 +214,11 @@ struct Proc {
 
 struct Member {
     name: String,
+    /// The client URL's address: https in a TLS cluster.
     client: SocketAddr,
+    /// The plain-HTTP client listener of a TLS cluster's member, for the
+    /// harness only.
+    plain: Option<SocketAddr>,
     peer: SocketAddr,
     data_dir: PathBuf,
     /// Every output line of every run of this member; restarts add a marker.
@@ -203,6 +226,72 @@ struct Member {
     /// `None` while the member is stopped. In a mutex so that the `&self`
     /// checks ([`EtcdCluster::wait_healthy`]) can notice a dead process.
     proc: Mutex<Option<Proc>>,
+}
+
+impl Member {
+    /// Where the harness sends its own requests: plain HTTP always.
+    fn gateway(&self) -> SocketAddr {
+        self.plain.unwrap_or(self.client)
+    }
+}
+
+/// The files of a TLS etcd: its server certificate (with 127.0.0.1 as an IP
+/// subject alternative name, and usable as a client certificate too: etcd's
+/// JSON gateway dials its own gRPC server with it) and key, and the CA that
+/// signs the client certificates it accepts. All PEM.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How to start an [`EtcdCluster`]: [`EtcdCluster::builder`].
+pub struct EtcdBuilder {
+    members: usize,
+    tls: Option<TlsFiles>,
+    args: Vec<String>,
+}
+
+impl EtcdBuilder {
+    /// Clients must speak TLS (https client URLs, with `files`' server
+    /// certificate) and present a certificate signed by `files.ca`
+    /// (`--client-cert-auth`). Peers still talk plain HTTP.
+    pub fn tls(mut self, files: &TlsFiles) -> Self {
+        self.tls = Some(files.clone());
+        self
+    }
+
+    /// One more flag for every member, e.g. `--auth-token-ttl=2`.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Starts the cluster: see [`EtcdCluster::start`].
+    pub fn start(self) -> EtcdCluster {
+        assert!(
+            self.members > 0,
+            "an etcd cluster needs at least one member"
+        );
+        let binary = etcd_binary();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match EtcdCluster::try_start(&binary, &self, attempt < 5) {
+                Ok(cluster) => return cluster,
+                // The failed cluster was dropped: killed and cleaned up.
+                Err(PortTaken) => continue,
+            }
+        }
+    }
+}
+
+/// The harness's own credentials once auth is enabled: root's, and the
+/// token they last got.
+struct RootAuth {
+    password: String,
+    token: Option<String>,
 }
 
 /// A real etcd cluster of one or more local members. Dropping it kills every
@@ -213,6 +302,11 @@ pub struct EtcdCluster {
     root: PathBuf,
     token: String,
     initial_cluster: String,
+    tls: Option<TlsFiles>,
+    /// Extra flags of every member ([`EtcdBuilder::arg`]).
+    args: Vec<String>,
+    /// Set by [`EtcdCluster::enable_auth`].
+    auth: Mutex<Option<RootAuth>>,
 }
 
 /// Why a start attempt was given up in favour of another one.
@@ -225,20 +319,30 @@ impl EtcdCluster {
     /// takes one meanwhile, the whole start is retried with fresh ones.
     /// Panics with the members' log tails otherwise.
     pub fn start(members: usize) -> EtcdCluster {
-        assert!(members > 0, "an etcd cluster needs at least one member");
-        let binary = etcd_binary();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match EtcdCluster::try_start(&binary, members, attempt < 5) {
-                Ok(cluster) => return cluster,
-                // The failed cluster was dropped: killed and cleaned up.
-                Err(PortTaken) => continue,
-            }
+        EtcdCluster::builder(members).start()
+    }
+
+    /// Like [`EtcdCluster::start`], for clients over TLS with a client
+    /// certificate only ([`EtcdBuilder::tls`]).
+    pub fn start_tls(members: usize, files: &TlsFiles) -> EtcdCluster {
+        EtcdCluster::builder(members).tls(files).start()
+    }
+
+    /// A cluster of `members` members to configure, then start.
+    pub fn builder(members: usize) -> EtcdBuilder {
+        EtcdBuilder {
+            members,
+            tls: None,
+            args: Vec::new(),
         }
     }
 
-    fn try_start(binary: &Path, n: usize, may_retry: bool) -> Result<EtcdCluster, PortTaken> {
+    fn try_start(
+        binary: &Path,
+        options: &EtcdBuilder,
+        may_retry: bool,
+    ) -> Result<EtcdCluster, PortTaken> {
+        let n = options.members;
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -255,8 +359,10 @@ impl EtcdCluster {
         fs::create_dir(&root)
             .unwrap_or_else(|e| panic!("cannot create etcd temp dir {}: {e}", root.display()));
 
-        let mut addrs = Vec::with_capacity(2 * n);
-        while addrs.len() < 2 * n {
+        // Client, peer and (TLS only) plain client port of each member.
+        let per_member = if options.tls.is_some() { 3 } else { 2 };
+        let mut addrs = Vec::with_capacity(per_member * n);
+        while addrs.len() < per_member * n {
             let addr = free_local_addr();
             if !addrs.contains(&addr) {
                 addrs.push(addr);
@@ -265,8 +371,9 @@ impl EtcdCluster {
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client: addrs[2 * i],
-                peer: addrs[2 * i + 1],
+                client: addrs[per_member * i],
+                peer: addrs[per_member * i + 1],
+                plain: (per_member == 3).then(|| addrs[per_member * i + 2]),
                 data_dir: root.join(format!("m{i}")),
                 logs: Arc::new(Mutex::new(Vec::new())),
                 proc: Mutex::new(None),
@@ -282,6 +389,9 @@ impl EtcdCluster {
             root,
             token,
             initial_cluster,
+            tls: options.tls.clone(),
+            args: options.args.clone(),
+            auth: Mutex::new(None),
         };
         let deadline = Instant::now() + ETCD_STARTUP_DEADLINE;
         // One after the other, each once the previous one serves its peer
@@ -351,12 +461,16 @@ impl EtcdCluster {
     /// them once the data dir holds a WAL, so a restart rejoins as before.
     fn spawn(&self, binary: &Path, i: usize) {
         let m = &self.members[i];
-        let client_url = format!("http://{}", m.client);
+        let client_url = self.client_url(i);
+        let listen_client_urls = match m.plain {
+            Some(plain) => format!("{client_url},http://{plain}"),
+            None => client_url.clone(),
+        };
         let peer_url = format!("http://{}", m.peer);
         let mut cmd = Command::new(binary);
         cmd.arg(format!("--name={}", m.name))
             .arg(format!("--data-dir={}", m.data_dir.display()))
-            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--listen-client-urls={listen_client_urls}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
@@ -370,9 +484,16 @@ impl EtcdCluster {
             .arg("--logger=zap")
             .arg("--log-level=warn")
             .arg("--log-outputs=stderr")
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(tls) = &self.tls {
+            cmd.arg(format!("--cert-file={}", tls.cert.display()))
+                .arg(format!("--key-file={}", tls.key.display()))
+                .arg("--client-cert-auth")
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()));
+        }
         // etcd reads every ETCD_* variable as a flag: none of the caller's
         // (ETCD_BIN included) must reach it, except the arch override.
         for (key, _) in std::env::vars_os() {
@@ -408,12 +529,16 @@ impl EtcdCluster {
     }
 
     /// Client URLs of every member (running or not), e.g.
-    /// `http://127.0.0.1:41234`.
+    /// `http://127.0.0.1:41234`, or `https://...` in a TLS cluster.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| format!("http://{}", m.client))
+        (0..self.members.len())
+            .map(|i| self.client_url(i))
             .collect()
+    }
+
+    fn client_url(&self, member: usize) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.members[member].client)
     }
 
     /// [`EtcdCluster::endpoints`] joined with commas, as etcd tools and the
@@ -422,9 +547,15 @@ impl EtcdCluster {
         self.endpoints().join(",")
     }
 
-    /// The client address of `member`.
+    /// The client address of `member` (TLS in a TLS cluster).
     pub fn client_addr(&self, member: usize) -> SocketAddr {
         self.members[member].client
+    }
+
+    /// The plain-HTTP client address of `member` of a TLS cluster (where
+    /// the harness talks to it); `None` in a plain cluster.
+    pub fn plain_client_addr(&self, member: usize) -> Option<SocketAddr> {
+        self.members[member].plain
     }
 
     /// Whether `member`'s process runs (it is reaped here if it has exited).
@@ -581,7 +712,7 @@ impl EtcdCluster {
     /// (it knows a leader and a read through raft succeeded within 1 s),
     /// else what it answered.
     fn health(&self, i: usize) -> Result<(), String> {
-        match http_request(self.members[i].client, "GET", "/health", &[], None) {
+        match http_request(self.members[i].gateway(), "GET", "/health", &[], None) {
             Ok(r)
                 if r.status == 200
                     && serde_json::from_slice::<Value>(&r.body)
@@ -616,13 +747,7 @@ impl EtcdCluster {
 
     /// Whether member `i` says it is the leader now.
     fn is_leader(&self, i: usize) -> bool {
-        let Ok(r) = http_request(
-            self.members[i].client,
-            "POST",
-            "/v3/maintenance/status",
-            &[("Content-Type", "application/json")],
-            Some(b"{}"),
-        ) else {
+        let Ok(r) = self.post(i, "/v3/maintenance/status", "{}") else {
             return false;
         };
         let Ok(v) = serde_json::from_slice::<Value>(&r.body) else {
@@ -698,6 +823,130 @@ impl EtcdCluster {
         header_revision(&v)
     }
 
+    // ------------------------------------------------------------ auth
+
+    /// Adds the user `name` with `password`.
+    pub fn add_user(&self, name: &str, password: &str) {
+        self.kv(
+            "/v3/auth/user/add",
+            json!({ "name": name, "password": password }),
+        );
+    }
+
+    /// Adds the role `name`, with no permission.
+    pub fn add_role(&self, name: &str) {
+        self.kv("/v3/auth/role/add", json!({ "name": name }));
+    }
+
+    /// Grants `role` read and write on every key under `prefix`.
+    pub fn grant_prefix(&self, role: &str, prefix: &str) {
+        let (key, range_end) = prefix_range(prefix.as_bytes());
+        self.kv(
+            "/v3/auth/role/grant",
+            json!({
+                "name": role,
+                "perm": {
+                    "permType": "READWRITE",
+                    "key": b64_encode(&key),
+                    "range_end": b64_encode(&range_end),
+                },
+            }),
+        );
+    }
+
+    /// Grants `role` to `user`.
+    pub fn grant_role(&self, user: &str, role: &str) {
+        self.kv("/v3/auth/user/grant", json!({ "user": user, "role": role }));
+    }
+
+    /// Turns authentication on, with a `root` user (role `root`) of
+    /// `root_password`, which the harness's own requests use from now on.
+    pub fn enable_auth(&self, root_password: &str) {
+        self.add_user("root", root_password);
+        self.add_role("root");
+        self.grant_role("root", "root");
+        self.kv("/v3/auth/enable", json!({}));
+        *self.auth.lock().unwrap() = Some(RootAuth {
+            password: root_password.to_owned(),
+            token: None,
+        });
+    }
+
+    /// A token for `user`, from the first running member, or etcd's answer
+    /// if it refuses one (wrong password, auth not enabled...).
+    pub fn authenticate(&self, user: &str, password: &str) -> Result<String, String> {
+        let i = self.running().first().copied().unwrap_or(0);
+        self.authenticate_on(i, user, password)
+    }
+
+    fn authenticate_on(&self, i: usize, user: &str, password: &str) -> Result<String, String> {
+        let body = json!({ "name": user, "password": password }).to_string();
+        let r = http_request(
+            self.members[i].gateway(),
+            "POST",
+            "/v3/auth/authenticate",
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+        .map_err(|e| e.to_string())?;
+        match (r.status, serde_json::from_slice::<Value>(&r.body)) {
+            (200, Ok(v)) if v["token"].is_string() => Ok(v["token"].as_str().unwrap().to_owned()),
+            _ => Err(format!("HTTP {}: {}", r.status, r.text())),
+        }
+    }
+
+    /// Whether etcd (its first running member) still takes `token`: a
+    /// read with it answers other than 401 "invalid auth token".
+    pub fn token_valid(&self, token: &str) -> bool {
+        let i = self.running().first().copied().unwrap_or(0);
+        let body = json!({ "key": b64_encode(b"\0"), "count_only": true }).to_string();
+        let r = http_request(
+            self.members[i].gateway(),
+            "POST",
+            "/v3/kv/range",
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", token),
+            ],
+            Some(body.as_bytes()),
+        )
+        .unwrap_or_else(|e| self.fail(&format!("token_valid: {e}")));
+        !refused_token(&r)
+    }
+
+    /// POSTs `body` (JSON) to the gateway path `path` of member `i`. Once
+    /// auth is enabled, with the harness's root token; a token etcd
+    /// refuses (none yet, expired, or lost with a restart: etcd's simple
+    /// tokens live in memory) is replaced by a fresh one and the request
+    /// sent again, once.
+    fn post(&self, i: usize, path: &str, body: &str) -> io::Result<HttpResponse> {
+        let send = |token: Option<&str>| {
+            let mut headers = vec![("Content-Type", "application/json")];
+            headers.extend(token.map(|t| ("Authorization", t)));
+            http_request(
+                self.members[i].gateway(),
+                "POST",
+                path,
+                &headers,
+                Some(body.as_bytes()),
+            )
+        };
+        let token = self.auth.lock().unwrap().as_ref().map(|a| a.token.clone());
+        let Some(token) = token else {
+            return send(None);
+        };
+        let r = send(token.as_deref())?;
+        if !refused_token(&r) {
+            return Ok(r);
+        }
+        let password = self.auth.lock().unwrap().as_ref().unwrap().password.clone();
+        let fresh = self
+            .authenticate_on(i, "root", &password)
+            .map_err(|e| io::Error::other(format!("authenticate as root: {e}")))?;
+        self.auth.lock().unwrap().as_mut().unwrap().token = Some(fresh.clone());
+        send(Some(&fresh))
+    }
+
     /// POSTs `body` to the JSON gateway path `path` of a healthy running
     /// member and returns the answer. While the cluster is unavailable (no
     /// member reachable or healthy, or etcd answers 503/504: no leader,
@@ -715,18 +964,12 @@ impl EtcdCluster {
         let mut last = String::from("no member is running");
         loop {
             for i in self.running() {
-                let addr = self.members[i].client;
+                let addr = self.members[i].gateway();
                 if let Err(why) = self.health(i) {
                     last = format!("member {i} ({addr}) not healthy: {why}");
                     continue;
                 }
-                match http_request(
-                    addr,
-                    "POST",
-                    path,
-                    &[("Content-Type", "application/json")],
-                    Some(body.as_bytes()),
-                ) {
+                match self.post(i, path, &body) {
                     Ok(r) if r.status == 200 => return r.json(),
                     Ok(r) if matches!(r.status, 503 | 504) => {
                         last = format!("member {i}: HTTP {}: {}", r.status, r.text());
@@ -856,6 +1099,12 @@ fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     } else {
         (prefix.to_vec(), vec![0])
     }
+}
+
+/// Whether etcd refused the request's auth token: 401 for an invalid or
+/// expired one, "user name is empty" (400) for none.
+fn refused_token(r: &HttpResponse) -> bool {
+    r.status == 401 || (r.status == 400 && r.text().contains("user name is empty"))
 }
 
 /// The gateway writes int64 fields as JSON strings (and leaves out zeros).

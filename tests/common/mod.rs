@@ -1,7 +1,8 @@
 //! Black-box test harness: starts the real `nsqlookupd` binary on ephemeral
 //! ports and offers tiny blocking TCP/HTTP clients to talk to it.
 //!
-//! [`etcd`] starts real etcd clusters for the cluster-mode tests.
+//! [`etcd`] starts real etcd clusters for the cluster-mode tests, and
+//! [`cluster`] has their replicas, played nsqd and polling helpers.
 //!
 //! Used by several integration-test crates, each of which uses only part of
 //! it, hence the `dead_code` allowance.
@@ -18,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod etcd;
+pub mod pki;
 
 /// How long the server gets to report both listening addresses.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
