@@ -157,7 +157,9 @@ pub struct RouteStats {
 pub struct ClusterStats {
     /// Cluster mode is on (`--etcd-endpoints`).
     pub enabled: AtomicBool,
-    /// The last etcd call succeeded (watch or publish).
+    /// The last etcd read or write succeeded (the watch, a snapshot or a
+    /// publish; lease calls do not count: etcd grants leases to users it
+    /// lets read and write nothing).
     pub connected: AtomicBool,
     /// The first snapshot of the other replicas is applied.
     pub ready: AtomicBool,

@@ -251,12 +251,20 @@ impl Applier {
                 }
                 None
             }
-            Update::Put(Key::AdminTopic(topic), _) => {
-                self.registry.unobserved().create_topic(&topic);
+            // A replica's own creates come back through the watch, possibly
+            // after it deleted the same name again: never applied twice.
+            Update::Put(Key::AdminTopic(topic), value) => {
+                let origin: OriginValue = parse(&value)?;
+                if !self.is_own(&origin.origin) {
+                    self.registry.unobserved().create_topic(&topic);
+                }
                 None
             }
-            Update::Put(Key::AdminChannel { topic, channel }, _) => {
-                self.registry.unobserved().create_channel(&topic, &channel);
+            Update::Put(Key::AdminChannel { topic, channel }, value) => {
+                let origin: OriginValue = parse(&value)?;
+                if !self.is_own(&origin.origin) {
+                    self.registry.unobserved().create_channel(&topic, &channel);
+                }
                 None
             }
             Update::Put(Key::Tombstone { topic, node }, value) => {
@@ -667,6 +675,32 @@ mod tests {
         // The owner re-registers: back.
         f.applier.apply(vec![reg_put(&f, "t", "b", 7, &[])]);
         assert_eq!(lookup_addresses(&f.registry, "t"), ["10.0.0.1:2000"]);
+    }
+
+    #[test]
+    fn own_creates_coming_back_do_not_undo_a_later_local_delete() {
+        let mut f = fixture();
+        let origin = |o: &str| {
+            serde_json::to_vec(&OriginValue {
+                origin: o.into(),
+                at: 0,
+            })
+            .unwrap()
+        };
+        f.registry.create_channel("t", "c");
+        f.registry.delete_channel("t", "c");
+        let own = f.layout.admin_channel("t", "c");
+        f.applier
+            .apply(vec![Update::Put(key(&f, own), origin("self"))]);
+        assert!(f.registry.channels("t").is_empty(), "the echo is ignored");
+        let theirs = f.layout.admin_channel("t", "d");
+        f.applier
+            .apply(vec![Update::Put(key(&f, theirs), origin("b"))]);
+        assert_eq!(
+            f.registry.channels("t").len(),
+            1,
+            "another replica's create applies"
+        );
     }
 
     #[test]

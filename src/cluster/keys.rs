@@ -9,7 +9,7 @@
 //! |-----|-------|-------|
 //! | `P/n/R/N` | [`NodeValue`]: the producer's peer fields | the replica's |
 //! | `P/r/TOPIC/R/N` | [`RegValue`]: its channels in that topic | the replica's |
-//! | `P/k/TOPIC`, `P/k/TOPIC/CHANNEL` | empty: created by `/topic/create`, `/channel/create` | none |
+//! | `P/k/TOPIC`, `P/k/TOPIC/CHANNEL` | [`OriginValue`]: created by `/topic/create`, `/channel/create` | none |
 //! | `P/t/TOPIC/NODE` | [`OriginValue`]: a `/topic/tombstone` | the tombstone lifetime |
 //! | `P/e/R/SEQ` | [`EventValue`]: a `/topic/delete` or `/channel/delete` | a minute |
 //!
@@ -58,7 +58,7 @@ pub struct RegValue {
     pub at: i64,
 }
 
-/// The value of a tombstone key: who set it.
+/// The value of a tombstone or admin key: who set it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OriginValue {
     pub origin: String,

@@ -180,7 +180,6 @@ impl Publisher {
         self.stats
             .lease_ttl_seconds
             .store(ttl.max(0) as u64, Relaxed);
-        self.stats.connected.store(true, Relaxed);
         if ttl <= 0 {
             warn!(
                 "cluster: lease {} expired (etcd was away for longer than its TTL): republishing",
@@ -311,11 +310,15 @@ impl Publisher {
 
     async fn send_admin(&mut self, op: &AdminOp) -> Result<()> {
         let l = self.layout.clone();
+        let origin = json(&OriginValue {
+            origin: self.replica.clone(),
+            at: unix_micros(),
+        });
         let ops = match op {
-            AdminOp::CreateTopic(t) => vec![TxnOp::put(l.admin_topic(t), "", None)],
+            AdminOp::CreateTopic(t) => vec![TxnOp::put(l.admin_topic(t), origin, None)],
             AdminOp::CreateChannel(t, c) => vec![
-                TxnOp::put(l.admin_topic(t), "", None),
-                TxnOp::put(l.admin_channel(t, c), "", None),
+                TxnOp::put(l.admin_topic(t), origin.clone(), None),
+                TxnOp::put(l.admin_channel(t, c), origin, None),
             ],
             AdminOp::DeleteTopic(t) => {
                 let event = self.event(t, None).await?;
@@ -339,13 +342,9 @@ impl Publisher {
                     .lease_grant(self.tombstone_ttl.max(1), None)
                     .await?
                     .id();
-                let value = OriginValue {
-                    origin: self.replica.clone(),
-                    at: unix_micros(),
-                };
                 vec![TxnOp::put(
                     l.tombstone(t, node),
-                    json(&value),
+                    origin,
                     Some(PutOptions::new().with_lease(lease)),
                 )]
             }
@@ -385,7 +384,6 @@ impl Publisher {
         self.stats
             .lease_ttl_seconds
             .store(grant.ttl().max(0) as u64, Relaxed);
-        self.stats.connected.store(true, Relaxed);
         let everything = {
             let mut state = self.mirror.lock();
             state.overflowed = false;
