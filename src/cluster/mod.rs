@@ -142,8 +142,10 @@ async fn try_connect(o: &EtcdOptions) -> Result<Client, String> {
     let mut connect = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(10))
-        // Notice a dead etcd member within seconds, even while idle.
-        .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
+        // Notice a dead etcd member within seconds, even while idle; etcd
+        // closes connections that ping more often than every 5 s
+        // (--grpc-keepalive-min-time), so not more often than that.
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
     if let (Some(user), Some(password)) = (&o.username, &o.password) {
         connect = connect
