@@ -64,14 +64,8 @@ impl Watcher {
                 None => match self.snapshot().await {
                     Ok(r) => r + 1,
                     Err(e) => {
-                        if !failing {
-                            warn!(
-                                "cluster: loading the cluster's state from etcd failed: {e}; retrying"
-                            );
-                            failing = true;
-                        }
-                        self.stats.connected.store(false, Relaxed);
-                        if self.pause(&mut backoff).await {
+                        let what = || format!("loading the cluster's state from etcd failed: {e}");
+                        if self.failed(&mut failing, &mut backoff, what).await {
                             return;
                         }
                         continue;
@@ -88,14 +82,8 @@ impl Watcher {
                     next = None;
                 }
                 Ended::Lost(e) => {
-                    if !failing {
-                        warn!(
-                            "cluster: lost the etcd watch: {e}; retrying, serving the fleet as last seen"
-                        );
-                        failing = true;
-                    }
-                    self.stats.connected.store(false, Relaxed);
-                    if self.pause(&mut backoff).await {
+                    let what = || format!("lost the etcd watch: {e}");
+                    if self.failed(&mut failing, &mut backoff, what).await {
                         return;
                     }
                     continue;
@@ -103,6 +91,25 @@ impl Watcher {
             }
             backoff = Duration::from_millis(100);
         }
+    }
+
+    /// After a failed etcd call: logs `what` once per outage (the first
+    /// failure), clears the connected gauge and pauses; true if stopped.
+    async fn failed(
+        &self,
+        failing: &mut bool,
+        backoff: &mut Duration,
+        what: impl FnOnce() -> String,
+    ) -> bool {
+        if !*failing {
+            warn!(
+                "cluster: {}; retrying, serving the fleet as last seen",
+                what()
+            );
+            *failing = true;
+        }
+        self.stats.connected.store(false, Relaxed);
+        self.pause(backoff).await
     }
 
     /// Sleeps `backoff` (doubling it, up to 2 s); true if stopped meanwhile.
