@@ -430,3 +430,24 @@ fn a_partitioned_replica_is_dropped_after_its_lease_then_resyncs_past_a_compacti
         metric(&b, "nsqlookupd_cluster_republishes_total").unwrap() >= 2.0
     });
 }
+
+#[test]
+fn the_inactivity_rule_applies_on_every_replica() {
+    let etcd = EtcdCluster::start(1);
+    let a = replica(&etcd, &["--inactive-producer-timeout=2s"]);
+    let b = replica(&etcd, &["--inactive-producer-timeout=2s"]);
+    let mut n1 = Nsqd::connect(&a, "n1", 4150);
+    n1.register("t", None);
+    wait_for(PROPAGATION, "n1 on B", || producers(&b, "t") == ["n1"]);
+    // No PING: hidden on A by its own rule, and on B too.
+    wait_for(Duration::from_secs(10), "n1 hidden on B", || {
+        producers(&b, "t").is_empty()
+    });
+    assert!(producers(&a, "t").is_empty());
+    // A PING on A shows it again on both.
+    n1.ok("PING\n");
+    assert_eq!(producers(&a, "t"), ["n1"]);
+    wait_for(PROPAGATION, "n1 shown again on B", || {
+        producers(&b, "t") == ["n1"]
+    });
+}
