@@ -178,7 +178,7 @@ pub struct Registry {
     clock: Clock,
     inactive_timeout: Nanos,
     tombstone_lifetime: Nanos,
-    /// Told of every write but the unobserved ones.
+    /// Told of every write (see [`Registry::report`]).
     observer: Option<Arc<dyn Observer>>,
 }
 
@@ -219,14 +219,10 @@ impl Registry {
         }
     }
 
-    /// The admin writes, unreported: for the observer's own writes.
+    /// The admin writes for the observer's own use: reported to
+    /// [`Observer::applied`], not [`Observer::changed`].
     pub fn unobserved(&self) -> Unobserved<'_> {
         Unobserved(self)
-    }
-
-    /// The inactivity rule's timeout (`--inactive-producer-timeout`).
-    pub fn inactive_timeout(&self) -> Duration {
-        Duration::from_nanos(self.inactive_timeout)
     }
 
     /// How long a tombstone hides a producer (`--tombstone-lifetime`).
