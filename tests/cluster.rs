@@ -194,6 +194,9 @@ fn a_killed_replica_loses_its_producers_when_its_lease_expires() {
         || producers(&b, "t").is_empty(),
     );
     let gone = killed.elapsed();
+    eprintln!(
+        "fault kill -9 of A: its producers gone from B {gone:?} after (lease TTL {LEASE_TTL})"
+    );
     assert!(
         gone >= Duration::from_secs(2),
         "removed after {gone:?}, before the lease could expire"
@@ -216,11 +219,12 @@ fn one_etcd_member_killed_changes_nothing() {
     etcd.kill(leader);
     let mut n2 = Nsqd::connect(&b, "n2", 4250);
     assert!(n2.register("t", None) < Duration::from_millis(100));
-    wait_for(
+    let took = wait_for(
         Duration::from_secs(15),
         "n2 on A with one member down",
         || producers(&a, "t") == ["n1", "n2"],
     );
+    eprintln!("fault etcd leader killed: a registration on B visible on A {took:?} after its OK");
     n1.unregister("t", None);
     wait_for(PROPAGATION, "n1's UNREGISTER on B", || {
         producers(&b, "t") == ["n2"]
@@ -256,9 +260,12 @@ fn replicas_keep_serving_while_etcd_is_down_and_converge_when_it_returns() {
         metric(&a, "nsqlookupd_cluster_etcd_connected") == Some(0.0)
     });
     etcd.restart_all();
-    wait_for(Duration::from_secs(20), "both replicas to converge", || {
+    let took = wait_for(Duration::from_secs(20), "both replicas to converge", || {
         producers(&b, "during") == ["n1"] && producers(&a, "t") == ["n1"]
     });
+    eprintln!(
+        "fault all of etcd stopped: replicas converged {took:?} after etcd was healthy again"
+    );
     assert_eq!(metric(&a, "nsqlookupd_cluster_etcd_connected"), Some(1.0));
 }
 
@@ -388,6 +395,7 @@ fn a_partitioned_replica_is_dropped_after_its_lease_then_resyncs_past_a_compacti
         });
     }
     partition.cut();
+    let cut = Instant::now();
     // A drops B's nsqd once B's lease expires; B keeps serving as last seen.
     wait_for(
         Duration::from_secs(15),
@@ -407,6 +415,10 @@ fn a_partitioned_replica_is_dropped_after_its_lease_then_resyncs_past_a_compacti
     etcd.compact(etcd.revision());
     let resyncs = metric(&b, "nsqlookupd_cluster_resyncs_total").unwrap();
     partition.restore();
+    eprintln!(
+        "fault B partitioned from etcd: B's nsqd gone from A {:?} after the cut",
+        cut.elapsed()
+    );
     let converged = Instant::now();
     while !(producers(&b, "t") == ["na2", "nb"] && producers(&a, "t") == ["na2", "nb"]) {
         assert!(
