@@ -248,7 +248,7 @@ pub async fn propagation(a: PropagationArgs) -> Result<Outcome, String> {
     let (mut reg, mut unreg, mut answer) = (Latency::new(), Latency::new(), Latency::new());
     let (mut reg_missed, mut unreg_missed) = (0u64, 0u64);
     let mut cmd = Vec::with_capacity(128);
-    for j in 0..a.probes {
+    'probes: for j in 0..a.probes {
         let i = j % k;
         if nodes[i].is_none() {
             match ProbeNode::connect(&a.tcp_address, i, a.tcp_timeout).await {
@@ -267,28 +267,21 @@ pub async fn propagation(a: PropagationArgs) -> Result<Outcome, String> {
         let (address, port) = probe_identity(i);
         let who = (address.as_str(), port);
 
-        cmd.clear();
-        wire::put_register(&mut cmd, &topic, None);
-        let t0 = match node.command(&cmd).await {
-            Ok((at, took)) => {
-                answer.record(took);
-                at
-            }
-            Err(e) => {
-                errors.add(e);
-                nodes[i] = None;
-                continue;
-            }
+        // REGISTER until B lists the node, then (unless --no-unregister)
+        // UNREGISTER until it does not.
+        let phases: &[bool] = if a.no_unregister {
+            &[true]
+        } else {
+            &[true, false]
         };
-        match b.until(&path, who, true, t0, &a).await {
-            Some(d) => reg.record(d),
-            None => reg_missed += 1,
-        }
-
-        if !a.no_unregister {
+        for &listed in phases {
             cmd.clear();
-            wire::put_unregister(&mut cmd, &topic, None);
-            let t1 = match node.command(&cmd).await {
+            if listed {
+                wire::put_register(&mut cmd, &topic, None);
+            } else {
+                wire::put_unregister(&mut cmd, &topic, None);
+            }
+            let sent = match node.command(&cmd).await {
                 Ok((at, took)) => {
                     answer.record(took);
                     at
@@ -296,12 +289,17 @@ pub async fn propagation(a: PropagationArgs) -> Result<Outcome, String> {
                 Err(e) => {
                     errors.add(e);
                     nodes[i] = None;
-                    continue;
+                    continue 'probes;
                 }
             };
-            match b.until(&path, who, false, t1, &a).await {
-                Some(d) => unreg.record(d),
-                None => unreg_missed += 1,
+            let (latency, missed) = if listed {
+                (&mut reg, &mut reg_missed)
+            } else {
+                (&mut unreg, &mut unreg_missed)
+            };
+            match b.until(&path, who, listed, sent, &a).await {
+                Some(d) => latency.record(d),
+                None => *missed += 1,
             }
         }
         if !a.probe_gap.is_zero() {
