@@ -128,14 +128,11 @@ fn assert_alone(etcd: &EtcdCluster, loners: &mut [Loner], others: &[&Server]) ->
 
 // ------------------------------------------------------------------ TLS
 
-#[test]
-fn replicas_with_a_client_certificate_share_the_fleet_over_tls() {
-    let pki = Pki::generate();
-    let etcd = EtcdCluster::start_tls(1, &pki.etcd_files());
-    assert!(etcd.endpoints_arg().starts_with("https://127.0.0.1:"));
-    let args = tls_args(&pki.ca, Some(&pki.client));
-    let a = replica(&etcd, &strs(&args));
-    let b = replica(&etcd, &strs(&args));
+/// Two replicas started with `args`: an nsqd registered on A is seen on B,
+/// and one registered on B on A.
+fn two_replicas_sharing_a_topic(etcd: &EtcdCluster, args: &[&str]) -> (Server, Server, Nsqd, Nsqd) {
+    let a = replica(etcd, args);
+    let b = replica(etcd, args);
     let mut n1 = Nsqd::connect(&a, "n1", 4150);
     n1.register("orders", Some("billing"));
     wait_for(PROPAGATION, "n1 on B", || producers(&b, "orders") == ["n1"]);
@@ -144,6 +141,16 @@ fn replicas_with_a_client_certificate_share_the_fleet_over_tls() {
     wait_for(PROPAGATION, "n2 on A", || {
         producers(&a, "orders") == ["n1", "n2"]
     });
+    (a, b, n1, n2)
+}
+
+#[test]
+fn replicas_with_a_client_certificate_share_the_fleet_over_tls() {
+    let pki = Pki::generate();
+    let etcd = EtcdCluster::start_tls(1, &pki.etcd_files());
+    assert!(etcd.endpoints_arg().starts_with("https://127.0.0.1:"));
+    let args = tls_args(&pki.ca, Some(&pki.client));
+    let (a, b, mut n1, _n2) = two_replicas_sharing_a_topic(&etcd, &strs(&args));
     for r in [&a, &b] {
         assert_eq!(metric(r, "nsqlookupd_cluster_etcd_connected"), Some(1.0));
     }
@@ -263,16 +270,7 @@ fn replicas_of_a_user_limited_to_the_prefix_share_the_fleet() {
     let secrets = Secrets::new("share");
     let mut args = user_args(&secrets.password("lookupd.pw", LOOKUPD_PASSWORD));
     args.push("--log-level=debug".to_owned());
-    let a = replica(&etcd, &strs(&args));
-    let b = replica(&etcd, &strs(&args));
-    let mut n1 = Nsqd::connect(&a, "n1", 4150);
-    n1.register("orders", Some("billing"));
-    wait_for(PROPAGATION, "n1 on B", || producers(&b, "orders") == ["n1"]);
-    let mut n2 = Nsqd::connect(&b, "n2", 4250);
-    n2.register("orders", None);
-    wait_for(PROPAGATION, "n2 on A", || {
-        producers(&a, "orders") == ["n1", "n2"]
-    });
+    let (a, b, _n1, _n2) = two_replicas_sharing_a_topic(&etcd, &strs(&args));
     for r in [&a, &b] {
         assert_eq!(metric(r, "nsqlookupd_cluster_etcd_connected"), Some(1.0));
         assert_eq!(
