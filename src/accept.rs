@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -15,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use crate::allow::AllowList;
 use crate::stats::{Limit, LogThrottle, Stats};
 
 /// An accepted connection, holding one of the listener's slots until dropped.
@@ -34,6 +36,9 @@ pub struct Acceptor {
     limit: Limit,
     stats: Arc<Stats>,
     refusals: LogThrottle,
+    /// Only these peers may connect (`--tcp-allow`); None: everyone.
+    allow: Option<AllowList>,
+    outsiders: LogThrottle,
 }
 
 impl Acceptor {
@@ -53,7 +58,19 @@ impl Acceptor {
             limit,
             stats,
             refusals: LogThrottle::new(Duration::from_secs(1)),
+            allow: None,
+            outsiders: LogThrottle::new(Duration::from_secs(1)),
         }
+    }
+
+    /// Closes connections from peers outside `allow` at accept, before a
+    /// byte is read (counted as `not_allowed`).
+    pub fn allowing(mut self, allow: Option<AllowList>) -> Self {
+        if allow.is_some() {
+            self.stats.tcp_allow_enabled.store(true, Ordering::Relaxed);
+        }
+        self.allow = allow;
+        self
     }
 
     /// The next connection within the cap, or `None` once `shutdown` is cancelled.
@@ -73,6 +90,17 @@ impl Acceptor {
                     continue;
                 }
             };
+            if let Some(allow) = &self.allow
+                && !allow.allows(peer.ip())
+            {
+                drop(stream);
+                self.stats.tcp_not_allowed.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = self.outsiders.hit() {
+                    warn!(peer = %peer, "{}: refused {n} connection(s) from outside --tcp-allow={allow} (last from {})",
+                        self.name, peer.ip());
+                }
+                continue;
+            }
             let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
                 self.stats.limit_hit(self.limit);
                 if let Some(n) = self.refusals.hit() {

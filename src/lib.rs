@@ -14,13 +14,15 @@
 //!   registry through its public API; the registry knows nothing of it.
 //! - [`config`]: flags, the TOML config file and Go durations.
 //! - [`server`]: binds both listeners, runs them, shuts them down;
-//!   [`accept`]: their shared accept loop with its connection cap.
+//!   [`accept`]: their shared accept loop with its connection cap and
+//!   [`allow`]'s source-address allow-list (`--tcp-allow`).
 //! - [`logging`]: log lines in the original's format.
 //! - [`stats`]: connection and limit counters (atomics, never locked).
 //! - [`metrics`]: `GET /metrics`, reading those counters at scrape time.
 //! - [`names`], [`json`]: topic/channel name rules and Go-compatible JSON output.
 
 pub mod accept;
+pub mod allow;
 pub mod cluster;
 pub mod config;
 pub mod http;

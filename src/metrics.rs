@@ -176,6 +176,11 @@ impl Collector for Exporter {
             let labels = [("listener", listener), ("reason", "max_connections")];
             ConstCounter::new(s.limit_hits(limit)).encode(refused.encode_family(&labels)?)?;
         }
+        if s.tcp_allow_enabled.load(Relaxed) {
+            let labels = [("listener", "tcp"), ("reason", "not_allowed")];
+            ConstCounter::new(s.tcp_not_allowed.load(Relaxed))
+                .encode(refused.encode_family(&labels)?)?;
+        }
 
         let mut limits = e.encode_descriptor(
             "nsqlookupd_limit_hits",

@@ -212,6 +212,7 @@ impl Server {
             limits: self.options.tcp_limits,
             stats: Arc::clone(&self.stats),
             janitor: self.janitor,
+            allow: self.options.tcp_allow.clone(),
         });
         let http_ctx = Arc::new(HttpContext::new(
             Arc::clone(&self.registry),

@@ -192,6 +192,10 @@ pub struct ClusterStats {
 pub struct Stats {
     /// Cluster mode (etcd).
     pub cluster: Arc<ClusterStats>,
+    /// `--tcp-allow` is set (its refusals are exported only then).
+    pub tcp_allow_enabled: AtomicBool,
+    /// TCP connections closed at accept: peer outside `--tcp-allow`.
+    pub tcp_not_allowed: AtomicU64,
     pub tcp_connections_open: AtomicU64,
     pub tcp_connections_total: AtomicU64,
     pub http_connections_open: AtomicU64,

@@ -360,6 +360,14 @@ fn bad_command_lines_exit_2_with_one_line_naming_the_flag() {
         ),
         (&[LOCAL_HTTP, "--tcp-address"], &["tcp-address"]),
         (
+            &[LOCAL_TCP, LOCAL_HTTP, "--tcp-allow=10.0.0.0/33"],
+            &["tcp-allow", "10.0.0.0/33"],
+        ),
+        (
+            &[LOCAL_TCP, LOCAL_HTTP, "--tcp-allow=10.0.0.0/8,nsqd.example"],
+            &["tcp-allow", "nsqd.example"],
+        ),
+        (
             &[LOCAL_TCP, LOCAL_HTTP, "stray-argument"],
             &["stray-argument"],
         ),

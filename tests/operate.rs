@@ -582,3 +582,55 @@ fn kubernetes_nsqd_example_points_at_the_services() {
         "consumers' example"
     );
 }
+
+/// `--tcp-allow`: a peer outside the list is closed at accept, before a
+/// byte is read, and counted; one inside it registers as usual.
+#[test]
+fn tcp_allow_closes_connections_from_elsewhere_at_accept() {
+    let server = Server::start_with(["--tcp-allow=10.0.0.0/8,fd00::/8"]);
+    for _ in 0..3 {
+        let mut stream = tcp_connect(server.tcp_addr(), true).expect("connect");
+        // Whatever it sends, it gets no answer: the connection is closed.
+        let _ = stream.write_all(&identify_command(br#"{"broadcast_address":"fake"}"#));
+        match read_frame(&mut stream, Duration::from_secs(2)) {
+            Err(_) => {}
+            Ok(frame) => panic!("a peer outside --tcp-allow got an answer: {frame:?}"),
+        }
+    }
+    let refused = "nsqlookupd_connections_refused_total{listener=\"tcp\",reason=\"not_allowed\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while value(&metrics(&server), refused) < 3.0 {
+        assert!(Instant::now() < deadline, "3 refusals not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        value(
+            &metrics(&server),
+            "nsqlookupd_tcp_connections_accepted_total"
+        ),
+        0.0
+    );
+    assert!(
+        server
+            .wait_for_log(Duration::from_secs(2), |l| l
+                .contains("outside --tcp-allow")
+                && l.contains("127.0.0.1"))
+            .is_some(),
+        "no refusal logged:\n{}",
+        server.log_tail(10)
+    );
+    // The HTTP side is not affected.
+    assert_eq!(http_get(server.http_addr(), "/ping").status, 200);
+
+    let allowed = Server::start_with(["--tcp-allow=127.0.0.0/8,::1"]);
+    let mut stream = tcp_connect(allowed.tcp_addr(), true).expect("connect");
+    let body =
+        br#"{"broadcast_address":"a","hostname":"a","tcp_port":1,"http_port":2,"version":"1.3.0"}"#;
+    let answer = tcp_roundtrip(&mut stream, &identify_command(body));
+    assert!(
+        answer.starts_with(b"{"),
+        "IDENTIFY from an allowed peer: {answer:?}"
+    );
+    let samples = metrics(&allowed);
+    assert_eq!(value(&samples, refused), 0.0);
+}

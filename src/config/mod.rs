@@ -22,6 +22,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 pub use duration::{format_go_duration, parse_go_duration};
 pub use etcd::EtcdOptions;
 
+use crate::allow::AllowList;
 use crate::http::HttpLimits;
 use crate::tcp::TcpLimits;
 
@@ -97,6 +98,10 @@ fn parse_header_size(s: &str) -> Result<usize, String> {
 /// A path; empty is accepted here and means "not given".
 fn parse_path(s: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(s))
+}
+
+fn parse_allow(s: &str) -> Result<AllowList, String> {
+    AllowList::parse(s)
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -194,6 +199,10 @@ struct Cli {
         help_heading = "Limits")]
     http_max_body_size: usize,
 
+    /// only these peers may connect to the TCP port (nsqd): CIDR[,CIDR...], IPv4 and IPv6; others are closed at accept [default: everyone]
+    #[arg(long, value_name = "CIDRS", value_parser = parse_allow, help_heading = "Access")]
+    tcp_allow: Option<AllowList>,
+
     /// memory for cached /lookup, /topics and /nodes answers, bytes; answers beyond it are rendered per request
     #[arg(long, value_name = "BYTES", default_value = "1073741824", value_parser = parse_size,
         help_heading = "Limits")]
@@ -287,6 +296,8 @@ pub struct Options {
     pub log_prefix: String,
     pub log_format: LogFormat,
     pub lookup_cache_size: usize,
+    /// `--tcp-allow`: None lets everyone connect.
+    pub tcp_allow: Option<AllowList>,
     pub tcp_limits: TcpLimits,
     pub http_limits: HttpLimits,
     /// Cluster mode; `None` = standalone.
@@ -555,6 +566,12 @@ fn resolve(
         }
         _ => cli.broadcast_address,
     };
+    let tcp_allow: Option<AllowList> = match file {
+        Some(table) if !from_flag("tcp_allow") => {
+            file_value(table, "tcp_allow", |s| parse_allow(s).map(Some))?.unwrap_or(cli.tcp_allow)
+        }
+        _ => cli.tcp_allow,
+    };
     let inactive_producer_timeout = pick!(inactive_producer_timeout, parse_duration);
     let tombstone_lifetime = pick!(tombstone_lifetime, parse_duration);
     let max_command_size = pick!(max_command_size, parse_size);
@@ -603,6 +620,7 @@ fn resolve(
         log_prefix,
         log_format,
         lookup_cache_size,
+        tcp_allow,
         tcp_limits: TcpLimits {
             max_command_size,
             max_identify_body_size,

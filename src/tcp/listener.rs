@@ -43,7 +43,8 @@ pub async fn run(
         ctx.limits.max_connections,
         Limit::TcpConnections,
         Arc::clone(&ctx.stats),
-    );
+    )
+    .allowing(ctx.allow.clone());
     while let Some(Accepted { stream, peer, slot }) = acceptor.next(&shutdown).await {
         let _ = SockRef::from(&stream).set_tcp_keepalive(&keepalive());
         let ctx = Arc::clone(&ctx);

@@ -59,4 +59,6 @@ pub struct TcpContext {
     pub limits: TcpLimits,
     pub stats: Arc<Stats>,
     pub janitor: janitor::Janitor,
+    /// `--tcp-allow`: only these peers may connect (None: everyone).
+    pub allow: Option<crate::allow::AllowList>,
 }
