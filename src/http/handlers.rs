@@ -12,10 +12,10 @@ use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{debug, info};
 
-use super::HttpContext;
 use super::query::Params;
 use super::response::{self, Body};
 use super::router::{self, Decision, Endpoint};
+use super::{Conn, HttpContext};
 use crate::json;
 use crate::names::is_valid_name;
 use crate::registry::{Nanos, Registry, SharedBody, WholeView};
@@ -41,7 +41,7 @@ fn decode_path(raw: &str) -> Option<Cow<'_, str>> {
 }
 
 /// Answers one request.
-pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(ctx: Arc<HttpContext>, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     // Split first, so the path can be borrowed from the head while the
     // body moves into the handler (no copy of the URI per request).
@@ -69,7 +69,7 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Response<B
     };
     let status = response.status().as_u16();
     ctx.stats.http_request(route, status, start.elapsed());
-    debug!(method = %head.method, path = %path, status, "{status} {} {path}", head.method);
+    debug!(peer = %conn.peer, method = %head.method, path = %path, status, "{status} {} {path}", head.method);
     response
 }
 

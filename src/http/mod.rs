@@ -79,6 +79,25 @@ pub struct HttpContext {
     pub heavy_views: Semaphore,
 }
 
+/// What the handlers know of the connection a request came on: who sent it
+/// and, over HTTPS, what its certificate proved. Access control
+/// (`crate::access`) decides on these, never on anything the request says
+/// about itself.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// `Some` on the HTTPS listener.
+    pub tls: Option<TlsPeer>,
+}
+
+/// A connection's TLS facts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// The common name of a client certificate that the server verified
+    /// against `--tls-root-ca-file`; `None` without one.
+    pub common_name: Option<String>,
+}
+
 /// Whole-registry views computed at the same time, at most.
 pub const HEAVY_VIEWS: usize = 2;
 
@@ -161,11 +180,13 @@ pub async fn run(
                 peer,
             ));
             let io = TokioIo::new(Watched::new(stream, Arc::clone(&progress)));
+            let conn = Arc::new(Conn { peer, tls: None });
             let service = service_fn(move |req| {
                 let ctx = Arc::clone(&ctx);
+                let conn = Arc::clone(&conn);
                 let answering = progress.head_received();
                 async move {
-                    let response = handlers::handle(ctx, req).await;
+                    let response = handlers::handle(ctx, &conn, req).await;
                     drop(answering);
                     Ok::<_, Infallible>(response)
                 }
