@@ -22,6 +22,7 @@
 //! - [`names`], [`json`]: topic/channel name rules and Go-compatible JSON output.
 
 pub mod accept;
+pub mod access;
 pub mod allow;
 pub mod cluster;
 pub mod config;

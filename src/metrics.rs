@@ -17,6 +17,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use crate::access::{Access, Class, Refusal};
 use crate::registry::Registry;
 use crate::stats::{
     ClusterStats, HTTP_ROUTES, HTTP_STATUSES, Limit, Stats, TCP_COMMANDS, TCP_ERROR_CODES,
@@ -48,6 +49,7 @@ fn resident_bytes() -> Option<i64> {
 struct Exporter {
     registry: Arc<Registry>,
     stats: Arc<Stats>,
+    access: Arc<Access>,
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
@@ -249,8 +251,28 @@ impl Collector for Exporter {
         if s.cluster.enabled.load(Relaxed) {
             encode_cluster(&s.cluster, &mut e)?;
         }
+        if self.access.enabled() {
+            encode_access(&self.access, &mut e)?;
+        }
         Ok(())
     }
+}
+
+/// Access control's series (only when some class is closed).
+fn encode_access(a: &Access, e: &mut DescriptorEncoder) -> std::fmt::Result {
+    let mut refused = e.encode_descriptor(
+        "nsqlookupd_http_refused",
+        "HTTP requests refused by access control, by endpoint class and reason",
+        None,
+        MetricType::Counter,
+    )?;
+    for class in Class::GUARDED {
+        for reason in Refusal::ALL {
+            let labels = [("class", class.label()), ("reason", reason.label())];
+            ConstCounter::new(a.refused(class, reason)).encode(refused.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Cluster mode's series (only when it is on: standalone output is as before).
@@ -345,11 +367,12 @@ fn encode_cluster(c: &ClusterStats, e: &mut DescriptorEncoder) -> std::fmt::Resu
 }
 
 /// Renders the exposition text.
-pub fn render(registry: &Arc<Registry>, stats: &Arc<Stats>) -> String {
+pub fn render(registry: &Arc<Registry>, stats: &Arc<Stats>, access: &Arc<Access>) -> String {
     let mut metrics = prometheus_client::registry::Registry::default();
     metrics.register_collector(Box::new(Exporter {
         registry: Arc::clone(registry),
         stats: Arc::clone(stats),
+        access: Arc::clone(access),
     }));
     let mut out = String::with_capacity(16 * 1024);
     // Writing into a String cannot fail.

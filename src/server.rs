@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::access::Access;
 use crate::cluster::{self, mirror::Mirror};
 use crate::config::Options;
 use crate::http::{self, HttpContext};
@@ -218,6 +219,7 @@ impl Server {
             Arc::clone(&self.registry),
             self.options.http_limits,
             Arc::clone(&self.stats),
+            Arc::new(Access::new(self.options.access.clone())),
         ));
 
         let shutdown = CancellationToken::new();

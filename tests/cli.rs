@@ -505,6 +505,50 @@ fn bad_etcd_flags_exit_2_with_one_line_naming_the_flag() {
     }
 }
 
+/// The access flags: bad CIDRs, common names and token files exit 2 with
+/// one line naming the flag, and never echo the token.
+#[test]
+fn bad_access_flags_exit_2_with_one_line_naming_the_flag() {
+    let dir = TempDir::new("access-flags");
+    let short = dir.file("short", "0123456789\n").display().to_string();
+    let spaced = dir
+        .file("spaced", "0123456789 abcdefghij\n")
+        .display()
+        .to_string();
+    let missing = dir.0.join("missing").display().to_string();
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            "--read-allow=10.0.0.0/33".into(),
+            vec!["read-allow", "10.0.0.0/33"],
+        ),
+        ("--admin-allow=lan".into(), vec!["admin-allow", "lan"]),
+        ("--metrics-allow=".into(), vec!["metrics-allow"]),
+        ("--admin-cn=a,,b".into(), vec!["admin-cn"]),
+        (
+            format!("--admin-token-file={missing}"),
+            vec!["--admin-token-file", &missing],
+        ),
+        (
+            format!("--admin-token-file={short}"),
+            vec!["--admin-token-file", "16"],
+        ),
+        (
+            format!("--admin-token-file={spaced}"),
+            vec!["--admin-token-file", "printable"],
+        ),
+    ];
+    for (flag, needles) in &cases {
+        let args = [LOCAL_TCP, LOCAL_HTTP, flag.as_str()];
+        let exit = run_to_exit(args, EXIT_DEADLINE);
+        assert_usage_error(&args, &exit, needles);
+        assert!(
+            !exit.stderr.contains("0123456789"),
+            "token echoed: {}",
+            exit.stderr
+        );
+    }
+}
+
 // ------------------------------------------------------------------ 3. Go flag syntax
 
 #[test]

@@ -8,6 +8,7 @@
 //! before clap sees them, and clap's multi-line errors are reduced to the
 //! one line Go's `flag` package would print.
 
+mod access;
 mod duration;
 mod etcd;
 
@@ -22,6 +23,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 pub use duration::{format_go_duration, parse_go_duration};
 pub use etcd::EtcdOptions;
 
+use crate::access::AccessOptions;
 use crate::allow::AllowList;
 use crate::http::HttpLimits;
 use crate::tcp::TcpLimits;
@@ -203,6 +205,26 @@ struct Cli {
     #[arg(long, value_name = "CIDRS", value_parser = parse_allow, help_heading = "Access")]
     tcp_allow: Option<AllowList>,
 
+    /// peers that may read (/lookup, /topics, /channels, /nodes, /info, /debug) without credentials: CIDR[,CIDR...]; closes the read endpoints to everyone else [default: everyone, unless --auth-http-address]
+    #[arg(long, value_name = "CIDRS", value_parser = parse_allow, help_heading = "Access")]
+    read_allow: Option<AllowList>,
+
+    /// peers that may administer (POST /topic/*, /channel/*) without credentials: CIDR[,CIDR...]; closes them to everyone else [default: everyone, unless --admin-token-file or --admin-cn]
+    #[arg(long, value_name = "CIDRS", value_parser = parse_allow, help_heading = "Access")]
+    admin_allow: Option<AllowList>,
+
+    /// peers that may read /metrics without credentials: CIDR[,CIDR...]; closes it to everyone else but admins [default: everyone]
+    #[arg(long, value_name = "CIDRS", value_parser = parse_allow, help_heading = "Access")]
+    metrics_allow: Option<AllowList>,
+
+    /// file holding the admin token (sent as `Authorization: Bearer <token>`), read at start; closes the admin endpoints to everyone else [default: none]
+    #[arg(long, value_name = "FILE", value_parser = parse_path, help_heading = "Access")]
+    admin_token_file: Option<PathBuf>,
+
+    /// common names of verified client certificates (HTTPS, --tls-root-ca-file) that may administer: CN[,CN...] [default: none]
+    #[arg(long, value_name = "CNS", value_parser = access::parse_common_names, help_heading = "Access")]
+    admin_cn: Option<access::CommonNames>,
+
     /// memory for cached /lookup, /topics and /nodes answers, bytes; answers beyond it are rendered per request
     #[arg(long, value_name = "BYTES", default_value = "1073741824", value_parser = parse_size,
         help_heading = "Limits")]
@@ -302,6 +324,8 @@ pub struct Options {
     pub http_limits: HttpLimits,
     /// Cluster mode; `None` = standalone.
     pub etcd: Option<EtcdOptions>,
+    /// Who may read and administer over HTTP; the default leaves all open.
+    pub access: AccessOptions,
 }
 
 impl Default for Options {
@@ -566,12 +590,8 @@ fn resolve(
         }
         _ => cli.broadcast_address,
     };
-    let tcp_allow: Option<AllowList> = match file {
-        Some(table) if !from_flag("tcp_allow") => {
-            file_value(table, "tcp_allow", |s| parse_allow(s).map(Some))?.unwrap_or(cli.tcp_allow)
-        }
-        _ => cli.tcp_allow,
-    };
+    let allow = |s: &str| parse_allow(s).map(Some);
+    let tcp_allow: Option<AllowList> = pick!(tcp_allow, allow);
     let inactive_producer_timeout = pick!(inactive_producer_timeout, parse_duration);
     let tombstone_lifetime = pick!(tombstone_lifetime, parse_duration);
     let max_command_size = pick!(max_command_size, parse_size);
@@ -609,6 +629,16 @@ fn resolve(
         },
         warnings,
     )?;
+    let access = access::resolve(
+        access::Given {
+            read_allow: pick!(read_allow, allow),
+            admin_allow: pick!(admin_allow, allow),
+            metrics_allow: pick!(metrics_allow, allow),
+            admin_token_file: pick!(admin_token_file, path),
+            admin_cn: pick!(admin_cn, |s| access::parse_common_names(s).map(Some)),
+        },
+        warnings,
+    )?;
     Ok(Options {
         tcp_address,
         http_address,
@@ -635,6 +665,7 @@ fn resolve(
             max_body_size: http_max_body_size,
         },
         etcd,
+        access,
     })
 }
 

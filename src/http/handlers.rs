@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
+use hyper::header::AUTHORIZATION;
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{debug, info};
@@ -16,6 +17,8 @@ use super::query::Params;
 use super::response::{self, Body};
 use super::router::{self, Decision, Endpoint};
 use super::{Conn, HttpContext};
+use crate::access::bearer::Presented;
+use crate::access::{Facts, Refusal, Verdict};
 use crate::json;
 use crate::names::is_valid_name;
 use crate::registry::{Nanos, Registry, SharedBody, WholeView};
@@ -53,7 +56,10 @@ pub async fn handle(ctx: Arc<HttpContext>, conn: &Conn, req: Request<Incoming>) 
     let response = match router::route(&head.method, &path) {
         Decision::Handle(endpoint) => {
             route = endpoint.index();
-            endpoint_response(&ctx, endpoint, &head, body).await
+            match permitted(&ctx, conn, &head, endpoint).await {
+                Ok(()) => endpoint_response(&ctx, endpoint, &head, body).await,
+                Err(refusal) => response::refused(refusal),
+            }
         }
         Decision::Redirect { path, permanent } => {
             let location = match head.uri.query() {
@@ -71,6 +77,34 @@ pub async fn handle(ctx: Arc<HttpContext>, conn: &Conn, req: Request<Incoming>) 
     ctx.stats.http_request(route, status, start.elapsed());
     debug!(peer = %conn.peer, method = %head.method, path = %path, status, "{status} {} {path}", head.method);
     response
+}
+
+/// Whether the sender may go on to `endpoint` (always, with no access
+/// flag set: one branch).
+async fn permitted(
+    ctx: &HttpContext,
+    conn: &Conn,
+    head: &Parts,
+    endpoint: Endpoint,
+) -> Result<(), Refusal> {
+    if !ctx.access.enabled() {
+        return Ok(());
+    }
+    let facts = Facts {
+        peer: conn.peer.ip(),
+        tls: conn.tls.is_some(),
+        common_name: conn.tls.as_ref().and_then(|t| t.common_name.as_deref()),
+        authorization: Presented::from_headers(
+            head.headers
+                .get_all(AUTHORIZATION)
+                .iter()
+                .map(|v| v.as_bytes()),
+        ),
+    };
+    match ctx.access.check(endpoint.class(), &facts).await {
+        Verdict::Full => Ok(()),
+        Verdict::Refused(refusal) => Err(refusal),
+    }
 }
 
 /// `GET /ready`, which exists in cluster mode only (a standalone server
@@ -115,7 +149,7 @@ async fn endpoint_response(
         Endpoint::Nodes => return whole_view(ctx, WholeView::Nodes).await,
         Endpoint::Debug => return off_the_reactor(ctx, debug).await,
         Endpoint::Metrics => {
-            return response::metrics(crate::metrics::render(registry, &ctx.stats));
+            return response::metrics(crate::metrics::render(registry, &ctx.stats, &ctx.access));
         }
         _ => {}
     }

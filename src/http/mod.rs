@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::accept::{Accepted, Acceptor};
+use crate::access::Access;
 use crate::registry::Registry;
 use crate::stats::{GaugeGuard, Limit, Stats};
 use head_deadline::{Progress, Stall, Watched};
@@ -77,6 +78,8 @@ pub struct HttpContext {
     pub stats: Arc<Stats>,
     /// Turns for the whole-registry views (see `handlers::off_the_reactor`).
     pub heavy_views: Semaphore,
+    /// Who may read and administer (`--read-allow`, `--admin-token-file`, ...).
+    pub access: Arc<Access>,
 }
 
 /// What the handlers know of the connection a request came on: who sent it
@@ -102,13 +105,19 @@ pub struct TlsPeer {
 pub const HEAVY_VIEWS: usize = 2;
 
 impl HttpContext {
-    pub fn new(registry: Arc<Registry>, limits: HttpLimits, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        limits: HttpLimits,
+        stats: Arc<Stats>,
+        access: Arc<Access>,
+    ) -> Self {
         HttpContext {
             registry,
             info_body: Bytes::from(format!("{{\"version\":\"{}\"}}", crate::NSQ_VERSION)),
             limits,
             stats,
             heavy_views: Semaphore::new(HEAVY_VIEWS),
+            access,
         }
     }
 }

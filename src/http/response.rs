@@ -2,9 +2,10 @@
 
 use bytes::{Buf, Bytes};
 use http_body_util::Full;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
+use crate::access::Refusal;
 use crate::json;
 use crate::registry::SharedBody;
 
@@ -74,6 +75,26 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     r.headers_mut().insert(X_NSQ_CONTENT_TYPE, NSQ_V1);
     r
 }
+
+/// A request refused by access control: the original's error shape, with
+/// `WWW-Authenticate: Bearer` on a 401 (RFC 6750), which says what
+/// credentials would do.
+pub fn refused(refusal: Refusal) -> Response<Body> {
+    let status = StatusCode::from_u16(refusal.status()).expect("valid status");
+    let mut r = error(status, refusal.message());
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = match refusal {
+            Refusal::BadCredentials => BEARER_INVALID,
+            _ => BEARER,
+        };
+        r.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+    }
+    r
+}
+
+const BEARER: HeaderValue = HeaderValue::from_static("Bearer realm=\"nsqlookupd\"");
+const BEARER_INVALID: HeaderValue =
+    HeaderValue::from_static("Bearer realm=\"nsqlookupd\", error=\"invalid_token\"");
 
 /// `/metrics`: the OpenMetrics text exposition format.
 pub fn metrics(text: String) -> Response<Body> {

@@ -10,6 +10,8 @@
 
 use hyper::Method;
 
+use crate::access::Class;
+
 /// The endpoints of spec section 4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -34,6 +36,25 @@ impl Endpoint {
     /// [`crate::stats::HTTP_ROUTES`]).
     pub const fn index(self) -> usize {
         self as usize
+    }
+
+    /// The access rule it falls under (see `crate::access`).
+    pub const fn class(self) -> Class {
+        match self {
+            Endpoint::Ping => Class::Open,
+            Endpoint::Info
+            | Endpoint::Debug
+            | Endpoint::Lookup
+            | Endpoint::Topics
+            | Endpoint::Channels
+            | Endpoint::Nodes => Class::Read,
+            Endpoint::TopicCreate
+            | Endpoint::TopicDelete
+            | Endpoint::ChannelCreate
+            | Endpoint::ChannelDelete
+            | Endpoint::TopicTombstone => Class::Admin,
+            Endpoint::Metrics => Class::Metrics,
+        }
     }
 }
 
