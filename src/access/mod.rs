@@ -1,0 +1,3 @@
+//! Access control: who may read and administer over HTTP.
+
+pub mod auth;
