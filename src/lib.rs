@@ -20,6 +20,8 @@
 //! - [`stats`]: connection and limit counters (atomics, never locked).
 //! - [`metrics`]: `GET /metrics`, reading those counters at scrape time.
 //! - [`names`], [`json`]: topic/channel name rules and Go-compatible JSON output.
+//! - [`access`]: access control over HTTP; [`access::auth`] is the client
+//!   of an nsqd-style auth server (`--auth-http-address`).
 
 pub mod accept;
 pub mod access;

@@ -21,6 +21,7 @@
 //! turn its [`Verdict`] into an answer. A request that needs no
 //! credentials never waits on the auth server.
 
+pub mod auth;
 pub mod bearer;
 
 use std::net::IpAddr;

@@ -3,6 +3,8 @@
 //!
 //! [`etcd`] starts real etcd clusters for the cluster-mode tests, and
 //! [`cluster`] has their replicas, played nsqd and polling helpers.
+//! [`auth`] is a real auth server (nsqd's auth protocol) for the access
+//! control tests.
 //!
 //! Used by several integration-test crates, each of which uses only part of
 //! it, hence the `dead_code` allowance.
@@ -19,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod auth;
 pub mod cluster;
 pub mod etcd;
 pub mod pki;
