@@ -272,7 +272,53 @@ fn encode_access(a: &Access, e: &mut DescriptorEncoder) -> std::fmt::Result {
             ConstCounter::new(a.refused(class, reason)).encode(refused.encode_family(&labels)?)?;
         }
     }
-    Ok(())
+    let Some(auth) = a.auth_stats() else {
+        return Ok(());
+    };
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(Relaxed);
+    counter(
+        e,
+        "nsqlookupd_auth_cache_hits",
+        "Consumer secrets answered from the auth cache",
+        load(&auth.cache_hits),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_auth_cache_misses",
+        "Consumer secrets not in the auth cache (asked, or joined a query under way)",
+        load(&auth.cache_misses),
+    )?;
+    let mut queries = e.encode_descriptor(
+        "nsqlookupd_auth_queries",
+        "Queries to the auth server, by outcome",
+        None,
+        MetricType::Counter,
+    )?;
+    for (outcome, v) in [
+        ("ok", &auth.queries_ok),
+        ("denied", &auth.queries_denied),
+        ("unavailable", &auth.queries_unavailable),
+    ] {
+        ConstCounter::new(load(v)).encode(queries.encode_family(&[("outcome", outcome)])?)?;
+    }
+    counter(
+        e,
+        "nsqlookupd_auth_overloaded",
+        "Requests answered 503 at once because --auth-max-inflight queries were under way",
+        load(&auth.overloaded),
+    )?;
+    gauge(
+        e,
+        "nsqlookupd_auth_cache_entries",
+        "Auth server answers cached",
+        as_i64(load(&auth.cache_entries)),
+    )?;
+    gauge(
+        e,
+        "nsqlookupd_auth_inflight",
+        "Auth server queries under way",
+        as_i64(load(&auth.inflight)),
+    )
 }
 
 /// Cluster mode's series (only when it is on: standalone output is as before).

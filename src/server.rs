@@ -121,6 +121,7 @@ pub struct Server {
     janitor: Janitor,
     /// Cluster mode: the registry's observer, handed to the cluster task.
     mirror: Option<Arc<Mirror>>,
+    access: Arc<Access>,
     options: Options,
 }
 
@@ -154,6 +155,10 @@ impl Server {
                 error,
             })?,
             mirror,
+            access: Arc::new(Access::new(options.access.clone()).map_err(|e| BindError {
+                address: "auth client (--auth-http-address)".into(),
+                error: io::Error::other(e),
+            })?),
             options,
         })
     }
@@ -219,7 +224,7 @@ impl Server {
             Arc::clone(&self.registry),
             self.options.http_limits,
             Arc::clone(&self.stats),
-            Arc::new(Access::new(self.options.access.clone())),
+            Arc::clone(&self.access),
         ));
 
         let shutdown = CancellationToken::new();

@@ -92,7 +92,7 @@ pub enum AuthMethod {
 
 /// Everything the client needs; [`Default`] has nsqd's defaults and no
 /// address.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthOptions {
     /// Each `host:port` (queried at `http://host:port/auth`) or a full
     /// `http://` or `https://` URL (queried as given); nsqd's

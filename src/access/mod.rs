@@ -25,6 +25,7 @@ pub mod auth;
 pub mod bearer;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ use tracing::warn;
 
 use crate::allow::AllowList;
 use crate::stats::LogThrottle;
+use auth::{AuthClient, AuthError, AuthOptions, AuthQuery, AuthStats, Grant};
 use bearer::{Presented, same_secret};
 
 /// Which rule an endpoint falls under.
@@ -79,6 +81,8 @@ pub struct AccessOptions {
     /// `--admin-cn`: common names of verified client certificates that may
     /// administer.
     pub admin_cn: Vec<String>,
+    /// `--auth-http-address` and the options of its client.
+    pub auth: Option<AuthOptions>,
 }
 
 impl AccessOptions {
@@ -88,7 +92,7 @@ impl AccessOptions {
     }
 
     fn read_closed(&self) -> bool {
-        self.read_allow.is_some()
+        self.read_allow.is_some() || self.auth.is_some()
     }
 
     fn admin_closed(&self) -> bool {
@@ -122,6 +126,9 @@ pub struct Facts<'a> {
 pub enum Verdict {
     /// Everything the class covers.
     Full,
+    /// A read by a consumer whose secret the auth server granted: only the
+    /// topics of the grant (the handlers filter by it).
+    Identity(Arc<Grant>),
     Refused(Refusal),
 }
 
@@ -193,18 +200,28 @@ impl Refusal {
 #[derive(Debug)]
 pub struct Access {
     options: AccessOptions,
+    auth: Option<AuthClient>,
     /// Refusals by class and reason.
     refused: [[AtomicU64; Refusal::ALL.len()]; Class::GUARDED.len()],
     log: LogThrottle,
 }
 
 impl Access {
-    pub fn new(options: AccessOptions) -> Access {
-        Access {
+    /// Fails only if the auth client cannot be built (the options were
+    /// checked at parse time, so only a CA file that changed since).
+    pub fn new(options: AccessOptions) -> Result<Access, String> {
+        let auth = options.auth.clone().map(AuthClient::new).transpose()?;
+        Ok(Access {
             options,
+            auth,
             refused: Default::default(),
             log: LogThrottle::new(Duration::from_secs(1)),
-        }
+        })
+    }
+
+    /// The auth client's counters, when there is one.
+    pub fn auth_stats(&self) -> Option<&AuthStats> {
+        self.auth.as_ref().map(AuthClient::stats)
     }
 
     /// Whether any rule is set (standalone defaults: none).
@@ -221,27 +238,28 @@ impl Access {
     pub async fn check(&self, class: Class, facts: &Facts<'_>) -> Verdict {
         let verdict = match class {
             Class::Open => Verdict::Full,
-            Class::Read => self.read(facts),
+            Class::Read => self.read(facts).await,
             Class::Admin => self.admin(facts),
             Class::Metrics => self.metrics(facts),
         };
         if let Verdict::Refused(reason) = verdict {
-            self.count(class, reason, facts);
+            self.count(class, reason, facts.peer);
         }
         verdict
     }
 
-    fn count(&self, class: Class, reason: Refusal, facts: &Facts<'_>) {
+    /// Counts (and logs, throttled) a refusal decided by the caller: a
+    /// granted identity asking for a topic its grant does not cover.
+    pub fn count(&self, class: Class, reason: Refusal, peer: IpAddr) {
         self.refused[class.index()][reason.index()].fetch_add(1, Ordering::Relaxed);
         if let Some(n) = self.log.hit() {
             // Never the secret: only what kind of credentials came.
             warn!(
-                peer = %facts.peer,
+                peer = %peer,
                 class = class.label(),
                 reason = reason.label(),
-                "HTTP: refused {n} request(s) (last: {} request from {}: {})",
+                "HTTP: refused {n} request(s) (last: {} request from {peer}: {})",
                 class.label(),
-                facts.peer,
                 reason.message()
             );
         }
@@ -293,7 +311,10 @@ impl Access {
         }
     }
 
-    fn read(&self, facts: &Facts<'_>) -> Verdict {
+    /// The allow-list and admin rights first, so that they never wait on
+    /// the auth server; then the consumer's secret, which the auth server
+    /// must grant. An admin token is never sent to the auth server.
+    async fn read(&self, facts: &Facts<'_>) -> Verdict {
         let o = &self.options;
         if !o.read_closed()
             || o.read_allow.as_ref().is_some_and(|l| l.allows(facts.peer))
@@ -301,8 +322,24 @@ impl Access {
         {
             return Verdict::Full;
         }
-        let takes_credentials = o.admin_token.is_some() || !o.admin_cn.is_empty();
-        Verdict::Refused(Self::refusal(takes_credentials, facts))
+        let Some(auth) = &self.auth else {
+            let takes_credentials = o.admin_token.is_some() || !o.admin_cn.is_empty();
+            return Verdict::Refused(Self::refusal(takes_credentials, facts));
+        };
+        let Presented::Secret(secret) = facts.authorization else {
+            return Verdict::Refused(Self::refusal(true, facts));
+        };
+        let query = AuthQuery {
+            remote_ip: facts.peer,
+            tls: facts.tls,
+            secret,
+            common_name: facts.common_name.unwrap_or(""),
+        };
+        match auth.authorize(&query).await {
+            Ok(grant) => Verdict::Identity(grant),
+            Err(AuthError::Denied) => Verdict::Refused(Refusal::BadCredentials),
+            Err(AuthError::Unavailable) => Verdict::Refused(Refusal::AuthUnavailable),
+        }
     }
 }
 
@@ -329,13 +366,14 @@ mod tests {
             .unwrap();
         match rt.block_on(access.check(class, f)) {
             Verdict::Full => Ok(()),
+            Verdict::Identity(_) => panic!("no auth server here"),
             Verdict::Refused(r) => Err(r),
         }
     }
 
     #[test]
     fn no_setting_leaves_every_class_open() {
-        let a = Access::new(AccessOptions::default());
+        let a = Access::new(AccessOptions::default()).unwrap();
         assert!(!a.enabled());
         let f = facts("203.0.113.9", Presented::Nothing, None);
         for class in [Class::Open, Class::Read, Class::Admin, Class::Metrics] {
@@ -348,7 +386,8 @@ mod tests {
         let a = Access::new(AccessOptions {
             admin_allow: list("10.0.0.0/8"),
             ..Default::default()
-        });
+        })
+        .unwrap();
         let outside = facts("203.0.113.9", Presented::Nothing, None);
         let inside = facts("10.1.1.1", Presented::Nothing, None);
         assert_eq!(check(&a, Class::Admin, &outside), Err(Refusal::NotAllowed));
@@ -367,7 +406,8 @@ mod tests {
             metrics_allow: list("127.0.0.1"),
             read_allow: list("10.0.0.0/8"),
             ..Default::default()
-        });
+        })
+        .unwrap();
         let peer = "203.0.113.9";
         let good = facts(peer, Presented::Secret("s3cret-token-0123"), None);
         let wrong = facts(peer, Presented::Secret("s3cret-token-0124"), None);

@@ -5,8 +5,10 @@
 //! running open. The rules themselves are `crate::access`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::ConfigError;
+use crate::access::auth::{AuthClient, AuthMethod, AuthOptions};
 use crate::access::{AccessOptions, Secret};
 use crate::allow::AllowList;
 
@@ -20,6 +22,22 @@ pub(super) struct Given {
     pub metrics_allow: Option<AllowList>,
     pub admin_token_file: Option<PathBuf>,
     pub admin_cn: Option<CommonNames>,
+    /// Each `--auth-http-address` value (comma-separated lists allowed).
+    pub auth_addresses: Vec<String>,
+    pub auth_method: AuthMethod,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub cache_size: usize,
+    pub denied_ttl: Duration,
+    pub max_inflight: usize,
+}
+
+pub(super) fn parse_method(s: &str) -> Result<AuthMethod, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "get" => Ok(AuthMethod::Get),
+        "post" => Ok(AuthMethod::Post),
+        _ => Err(format!("invalid method {s:?} (get, post)")),
+    }
 }
 
 /// `--admin-cn=CN[,CN...]`.
@@ -45,7 +63,37 @@ pub(super) fn resolve(
         Some(path) => Some(read_token(&path, warnings)?),
         None => None,
     };
+    // As nsqd's string-array flags: repeated, and each value a comma-separated list.
+    let addresses: Vec<String> = given
+        .auth_addresses
+        .iter()
+        .flat_map(|a| a.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let auth = if addresses.is_empty() {
+        None
+    } else {
+        let options = AuthOptions {
+            addresses,
+            method: given.auth_method,
+            connect_timeout: given.connect_timeout,
+            request_timeout: given.request_timeout,
+            cache_size: given.cache_size,
+            denied_ttl: given.denied_ttl,
+            max_inflight: given.max_inflight,
+            tls_root_ca_file: None,
+        };
+        // Built once here to check every address and the CA file, so that a
+        // server whose auth cannot work exits 2 instead of refusing every
+        // consumer.
+        AuthClient::new(options.clone())
+            .map_err(|e| ConfigError(format!("invalid value for flag --auth-http-address: {e}")))?;
+        Some(options)
+    };
     Ok(AccessOptions {
+        auth,
         read_allow: given.read_allow,
         admin_allow: given.admin_allow,
         metrics_allow: given.metrics_allow,

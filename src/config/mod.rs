@@ -24,6 +24,7 @@ pub use duration::{format_go_duration, parse_go_duration};
 pub use etcd::EtcdOptions;
 
 use crate::access::AccessOptions;
+use crate::access::auth::AuthMethod;
 use crate::allow::AllowList;
 use crate::http::HttpLimits;
 use crate::tcp::TcpLimits;
@@ -224,6 +225,40 @@ struct Cli {
     /// common names of verified client certificates (HTTPS, --tls-root-ca-file) that may administer: CN[,CN...] [default: none]
     #[arg(long, value_name = "CNS", value_parser = access::parse_common_names, help_heading = "Access")]
     admin_cn: Option<access::CommonNames>,
+
+    /// nsqd-style auth server(s) asked whether a consumer's Bearer secret may read: host:port or URL, comma separated or repeated; closes the read endpoints to consumers without a granted secret [default: none]
+    #[arg(long, value_name = "ADDR", action = clap::ArgAction::Append, help_heading = "Access")]
+    auth_http_address: Vec<String>,
+
+    /// HTTP method of auth server queries: get or post (nsqd's)
+    #[arg(long, value_name = "METHOD", default_value = "get", value_parser = access::parse_method,
+        help_heading = "Access")]
+    auth_http_request_method: AuthMethod,
+
+    /// timeout of a connection to the auth server
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration,
+        help_heading = "Access")]
+    http_client_connect_timeout: Duration,
+
+    /// timeout of one auth server query, connect to answer
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration,
+        help_heading = "Access")]
+    http_client_request_timeout: Duration,
+
+    /// most auth server answers cached (each for its ttl)
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = parse_size,
+        help_heading = "Access")]
+    auth_cache_size: usize,
+
+    /// how long a refused secret is remembered, so forged secrets cannot flood the auth server; 0 = not at all
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration,
+        help_heading = "Access")]
+    auth_denied_ttl: Duration,
+
+    /// most auth server queries at once; beyond, a request needing one gets 503 AUTH_UNAVAILABLE
+    #[arg(long, value_name = "N", default_value = "64", value_parser = parse_size,
+        help_heading = "Access")]
+    auth_max_inflight: usize,
 
     /// memory for cached /lookup, /topics and /nodes answers, bytes; answers beyond it are rendered per request
     #[arg(long, value_name = "BYTES", default_value = "1073741824", value_parser = parse_size,
@@ -518,7 +553,7 @@ fn load_file(path: &PathBuf, warnings: &mut Vec<String>) -> Result<toml::Table, 
 
 /// Config file keys that also take an array of strings, read as the
 /// comma-separated list the flag takes.
-const LIST_KEYS: &[&str] = &["etcd_endpoints"];
+const LIST_KEYS: &[&str] = &["etcd_endpoints", "auth_http_address"];
 
 /// A value from the config file, converted with the flag's own parser.
 fn file_value<T>(
@@ -636,6 +671,13 @@ fn resolve(
             metrics_allow: pick!(metrics_allow, allow),
             admin_token_file: pick!(admin_token_file, path),
             admin_cn: pick!(admin_cn, |s| access::parse_common_names(s).map(Some)),
+            auth_addresses: pick!(auth_http_address, |s| Ok::<_, String>(vec![s.to_owned()])),
+            auth_method: pick!(auth_http_request_method, access::parse_method),
+            connect_timeout: pick!(http_client_connect_timeout, parse_duration),
+            request_timeout: pick!(http_client_request_timeout, parse_duration),
+            cache_size: pick!(auth_cache_size, parse_size),
+            denied_ttl: pick!(auth_denied_ttl, parse_duration),
+            max_inflight: pick!(auth_max_inflight, parse_size),
         },
         warnings,
     )?;
@@ -706,6 +748,19 @@ mod tests {
         assert!(!o.broadcast_address.is_empty());
         assert_eq!(o.etcd, None, "standalone by default");
         assert_eq!(Options::default().etcd, None);
+    }
+
+    #[test]
+    fn auth_addresses_repeat_and_split_on_commas() {
+        let o = options(&[
+            "--auth-http-address=a:1,b:2",
+            "--auth-http-address",
+            "http://c:3/auth",
+        ]);
+        let auth = o.access.auth.expect("auth on");
+        assert_eq!(auth.addresses, ["a:1", "b:2", "http://c:3/auth"]);
+        assert_eq!(auth.request_timeout, Duration::from_secs(5));
+        assert_eq!(options(&[]).access, AccessOptions::default());
     }
 
     #[test]

@@ -17,8 +17,9 @@ use super::query::Params;
 use super::response::{self, Body};
 use super::router::{self, Decision, Endpoint};
 use super::{Conn, HttpContext};
+use crate::access::auth::Grant;
 use crate::access::bearer::Presented;
-use crate::access::{Facts, Refusal, Verdict};
+use crate::access::{Class, Facts, Refusal, Verdict};
 use crate::json;
 use crate::names::is_valid_name;
 use crate::registry::{Nanos, Registry, SharedBody, WholeView};
@@ -57,7 +58,7 @@ pub async fn handle(ctx: Arc<HttpContext>, conn: &Conn, req: Request<Incoming>) 
         Decision::Handle(endpoint) => {
             route = endpoint.index();
             match permitted(&ctx, conn, &head, endpoint).await {
-                Ok(()) => endpoint_response(&ctx, endpoint, &head, body).await,
+                Ok(scope) => endpoint_response(&ctx, endpoint, &head, body, &scope, conn).await,
                 Err(refusal) => response::refused(refusal),
             }
         }
@@ -79,16 +80,23 @@ pub async fn handle(ctx: Arc<HttpContext>, conn: &Conn, req: Request<Incoming>) 
     response
 }
 
-/// Whether the sender may go on to `endpoint` (always, with no access
-/// flag set: one branch).
+/// What a permitted sender may see of the read endpoints.
+enum Scope {
+    Full,
+    /// Only the topics of a consumer's grant.
+    Identity(Arc<Grant>),
+}
+
+/// Whether the sender may go on to `endpoint`, and what it may see there
+/// (everything, with no access flag set: one branch).
 async fn permitted(
     ctx: &HttpContext,
     conn: &Conn,
     head: &Parts,
     endpoint: Endpoint,
-) -> Result<(), Refusal> {
+) -> Result<Scope, Refusal> {
     if !ctx.access.enabled() {
-        return Ok(());
+        return Ok(Scope::Full);
     }
     let facts = Facts {
         peer: conn.peer.ip(),
@@ -102,7 +110,8 @@ async fn permitted(
         ),
     };
     match ctx.access.check(endpoint.class(), &facts).await {
-        Verdict::Full => Ok(()),
+        Verdict::Full => Ok(Scope::Full),
+        Verdict::Identity(grant) => Ok(Scope::Identity(grant)),
         Verdict::Refused(refusal) => Err(refusal),
     }
 }
@@ -140,15 +149,32 @@ async fn endpoint_response(
     endpoint: Endpoint,
     head: &Parts,
     body: Incoming,
+    scope: &Scope,
+    conn: &Conn,
 ) -> Response<Body> {
     let registry = &ctx.registry;
-    match endpoint {
-        Endpoint::Ping => return response::text_ok("OK"),
-        Endpoint::Info => return response::json_ok(ctx.info_body.clone()),
-        Endpoint::Topics => return whole_view(ctx, WholeView::Topics).await,
-        Endpoint::Nodes => return whole_view(ctx, WholeView::Nodes).await,
-        Endpoint::Debug => return off_the_reactor(ctx, debug).await,
-        Endpoint::Metrics => {
+    match (endpoint, scope) {
+        (Endpoint::Ping, _) => return response::text_ok("OK"),
+        (Endpoint::Info, _) => return response::json_ok(ctx.info_body.clone()),
+        (Endpoint::Topics, Scope::Full) => return whole_view(ctx, WholeView::Topics).await,
+        (Endpoint::Nodes, Scope::Full) => return whole_view(ctx, WholeView::Nodes).await,
+        (Endpoint::Debug, Scope::Full) => return off_the_reactor(ctx, debug).await,
+        (Endpoint::Topics, Scope::Identity(grant)) => {
+            let grant = Arc::clone(grant);
+            return off_the_reactor(ctx, move |r| topics_seen(r, &grant)).await;
+        }
+        (Endpoint::Nodes, Scope::Identity(grant)) => {
+            let grant = Arc::clone(grant);
+            return off_the_reactor(ctx, move |r| nodes_seen(r, &grant)).await;
+        }
+        // Every registration of every topic: for the read allow-list and
+        // admins only.
+        (Endpoint::Debug, Scope::Identity(_)) => {
+            ctx.access
+                .count(Class::Read, Refusal::Forbidden, conn.peer.ip());
+            return response::refused(Refusal::Forbidden);
+        }
+        (Endpoint::Metrics, _) => {
             return response::metrics(crate::metrics::render(registry, &ctx.stats, &ctx.access));
         }
         _ => {}
@@ -167,6 +193,13 @@ async fn endpoint_response(
     let Ok(params) = Params::parse(head.uri.query().unwrap_or("")) else {
         return failure(INVALID_REQUEST);
     };
+    if let Scope::Identity(grant) = scope
+        && !subscribable(grant, &params)
+    {
+        ctx.access
+            .count(Class::Read, Refusal::Forbidden, conn.peer.ip());
+        return response::refused(Refusal::Forbidden);
+    }
     let result = match endpoint {
         Endpoint::Lookup => lookup(registry, &params),
         Endpoint::Channels => channels(registry, &params),
@@ -182,6 +215,31 @@ async fn endpoint_response(
         Ok(None) => response::empty_ok(),
         Err(f) => failure(f),
     }
+}
+
+/// A granted consumer's `/lookup` or `/channels`: its grant must allow
+/// subscribing to the topic. Checked before the registry is read, so that
+/// the answer says nothing of a topic the consumer may not see (a missing
+/// `topic` parameter is left to the handler's own error).
+fn subscribable(grant: &Grant, params: &Params<'_>) -> bool {
+    match params.get("topic").map(std::str::from_utf8) {
+        None => true,
+        Some(Ok(topic)) => grant.may_subscribe(topic),
+        Some(Err(_)) => false,
+    }
+}
+
+/// `/topics` for a granted consumer: the topics its grant lets it see.
+fn topics_seen(registry: &Registry, grant: &Grant) -> Bytes {
+    let topics = registry.topics();
+    let mut out = String::with_capacity(16 + topics.len() * 24);
+    out.push_str("{\"topics\":");
+    json::push_str_array(
+        &mut out,
+        topics.iter().map(|t| &**t).filter(|t| grant.may_see(t)),
+    );
+    out.push('}');
+    Bytes::from(out)
 }
 
 /// `/topics` and `/nodes`: served from the registry's cached body while
@@ -339,6 +397,16 @@ fn topics(registry: &Registry) -> Bytes {
 
 /// The `/nodes` body and the instant until which it stays true.
 fn nodes(registry: &Registry) -> (Bytes, Nanos) {
+    render_nodes(registry, |_| true)
+}
+
+/// `/nodes` for a granted consumer: every producer, with only the topics
+/// (and their tombstones) its grant lets it see.
+fn nodes_seen(registry: &Registry, grant: &Grant) -> Bytes {
+    render_nodes(registry, |topic| grant.may_see(topic)).0
+}
+
+fn render_nodes(registry: &Registry, shown: impl Fn(&str) -> bool) -> (Bytes, Nanos) {
     let (nodes, valid_until) = registry.nodes_until();
     let topic_count: usize = nodes.iter().map(|n| n.topics.len()).sum();
     let mut out = String::with_capacity(32 + nodes.len() * 256 + topic_count * 30);
@@ -349,15 +417,16 @@ fn nodes(registry: &Registry) -> (Bytes, Nanos) {
         }
         out.push('{');
         node.producer.peer.write_json_fields(&mut out);
+        let topics = || node.topics.iter().filter(|(t, _)| shown(t));
         out.push_str(",\"tombstones\":[");
-        for (j, (_, tombstoned)) in node.topics.iter().enumerate() {
+        for (j, (_, tombstoned)) in topics().enumerate() {
             if j > 0 {
                 out.push(',');
             }
             out.push_str(if *tombstoned { "true" } else { "false" });
         }
         out.push_str("],\"topics\":");
-        json::push_str_array(&mut out, node.topics.iter().map(|(t, _)| &**t));
+        json::push_str_array(&mut out, topics().map(|(t, _)| &**t));
         out.push('}');
     }
     out.push_str("]}");
