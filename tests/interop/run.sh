@@ -6,11 +6,14 @@
 # port a producer whose address is a listener owned by the test (a fake
 # nsqd), starts the client's consumer against the server's HTTP address and
 # waits for the client's "  V2" on that listener; then the producer
-# unregisters and the client's next lookup must not return it.
+# unregisters and the client's next lookup must not return it. The access
+# tests (*_access*, test_bearer_lookup.py) add an auth server
+# (auth_server.py, python3 stdlib), allow-lists and HTTPS with certificates
+# made here by pki.sh (openssl) into target/interop/pki.
 #
-# Needs: the Rust toolchain, python3 (with venv and pip), node and npm, and
-# the package registries. Everything installed goes under target/interop/
-# (git-ignored), at the exact versions pinned in this folder:
+# Needs: the Rust toolchain, python3 (with venv and pip), node and npm,
+# openssl, and the package registries. Everything installed goes under
+# target/interop/ (git-ignored), at the exact versions pinned in this folder:
 #   python/requirements.txt, node/package-lock.json, tokio-nsq/Cargo.lock.
 # Installs are reused on the next run while those files are unchanged.
 # Exits non-zero if anything fails.
@@ -27,6 +30,12 @@ mkdir -p "$SCRATCH"
 export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the source tree
 export INTEROP_HEADERS_DIR="$SCRATCH/headers"
 rm -rf "$INTEROP_HEADERS_DIR"
+# The auth server fixture, started by every harness (node's and Rust's too).
+export INTEROP_PYTHON="$PYTHON"
+
+echo "== interop: test certificates (target/interop/pki)"
+export INTEROP_PKI_DIR="$SCRATCH/pki"
+bash "$HERE/pki.sh" "$INTEROP_PKI_DIR"
 
 echo "== interop: building nsqlookupd"
 cargo build --bin nsqlookupd
@@ -78,7 +87,8 @@ suite() {
 suite "pynsq + gnsq (pytest)" \
   bash -c 'cd "$1/python" && exec "$2/bin/python" -m pytest -v' _ "$HERE" "$VENV"
 suite "nsqjs (node --test)" \
-  env NODE_PATH="$NPM_DIR/node_modules" node --test "$HERE/node/nsqjs.test.js"
+  env NODE_PATH="$NPM_DIR/node_modules" node --test \
+  "$HERE/node/nsqjs.test.js" "$HERE/node/nsqjs_access.test.js"
 suite "tokio-nsq (cargo test)" \
   env CARGO_TARGET_DIR="$SCRATCH/cargo" "${TOKIO_NSQ[@]}"
 

@@ -1,10 +1,13 @@
 'use strict'
 // Shared pieces of the nsqjs interop test (same roles as ../python/harness.py):
 // the server on 127.0.0.1:0 ports, a fake nsqd listener, an nsqd-style TCP
-// registration, and a recording relay in front of the HTTP port.
+// registration, and a recording relay in front of the HTTP port; for the
+// access tests, ../auth_server.py as a subprocess, the certificates of
+// ../pki.sh, the server's refusal counters and a deadline-bound wait.
 
 const {spawn} = require('node:child_process')
 const fs = require('node:fs')
+const http = require('node:http')
 const net = require('node:net')
 const path = require('node:path')
 const readline = require('node:readline')
@@ -33,6 +36,9 @@ function withDeadline(promise, ms, what) {
 
 /** Spawns the server and resolves once both listening lines are logged. */
 async function startLookupd(...extraArgs) {
+  // A third listener with a certificate (the HTTPS flags of tlsArgs).
+  const want = ['TCP', 'HTTP']
+  if (extraArgs.some((a) => a.startsWith('--tls-cert='))) want.push('HTTPS')
   const proc = spawn(
     serverBinary(),
     [`--tcp-address=${HOST}:0`, `--http-address=${HOST}:0`, ...extraArgs],
@@ -48,10 +54,10 @@ async function startLookupd(...extraArgs) {
     // Reads stderr for the whole life of the process (never a full pipe).
     readline.createInterface({input: proc.stderr}).on('line', (line) => {
       log.push(line)
-      const m = /INFO: (TCP|HTTP): listening on (\S+)/.exec(line)
+      const m = /INFO: (TCP|HTTPS|HTTP): listening on (\S+)/.exec(line)
       if (m) {
         found[m[1]] = split(m[2])
-        if (found.TCP && found.HTTP) resolve()
+        if (want.every((k) => found[k])) resolve()
       }
     })
   })
@@ -67,6 +73,8 @@ async function startLookupd(...extraArgs) {
     tcp: found.TCP,
     http: found.HTTP,
     httpAddress: `${found.HTTP.host}:${found.HTTP.port}`,
+    https: found.HTTPS,
+    httpsURL: found.HTTPS && `https://${found.HTTPS.host}:${found.HTTPS.port}`,
     stop() {
       return new Promise((resolve) => {
         if (proc.exitCode !== null || proc.signalCode !== null) return resolve()
@@ -247,12 +255,194 @@ function recordHeaders(client, request) {
   fs.writeFileSync(path.join(dir, `${client}.txt`), text)
 }
 
+/** Polls `cond` (sync or async) until it is true, for at most `ms`. */
+async function waitUntil(cond, ms, what) {
+  const end = Date.now() + ms
+  for (;;) {
+    if (await cond()) return
+    if (Date.now() >= end) throw new Error(`${what}: not within ${ms} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+/** GET over plain HTTP with node's own client: {status, body}. */
+function httpGet(url) {
+  return withDeadline(
+    new Promise((resolve, reject) => {
+      http
+        .get(url, {agent: false}, (res) => {
+          const chunks = []
+          res.on('data', (c) => chunks.push(c))
+          res.on('end', () =>
+            resolve({status: res.statusCode, body: Buffer.concat(chunks).toString()})
+          )
+          res.on('error', reject)
+        })
+        .on('error', reject)
+    }),
+    5000,
+    `GET ${url}`
+  )
+}
+
+/** The server's /metrics as {'name{labels}': value}. */
+async function metrics(lookupd) {
+  const {status, body} = await httpGet(`http://${lookupd.httpAddress}/metrics`)
+  if (status !== 200) throw new Error(`/metrics answered ${status}`)
+  const out = {}
+  for (const line of body.split('\n')) {
+    if (!line || line.startsWith('#')) continue
+    const i = line.lastIndexOf(' ')
+    out[line.slice(0, i)] = Number(line.slice(i + 1))
+  }
+  return out
+}
+
+/** nsqlookupd_http_refused_total{class,reason}. */
+async function refused(lookupd, reason, cls = 'read') {
+  const key = `nsqlookupd_http_refused_total{class="${cls}",reason="${reason}"}`
+  return (await metrics(lookupd))[key] || 0
+}
+
+/** nsqlookupd_tls_handshake_failures_total{reason}. */
+async function handshakeFailures(lookupd, reason) {
+  const key = `nsqlookupd_tls_handshake_failures_total{reason="${reason}"}`
+  return (await metrics(lookupd))[key] || 0
+}
+
+const INTEROP = path.join(ROOT, 'tests', 'interop')
+
+/** The certificates of ../pki.sh: run.sh makes them in $INTEROP_PKI_DIR;
+ * made here (target/interop/pki) when run alone. */
+function pki() {
+  const dir = process.env.INTEROP_PKI_DIR || path.join(ROOT, 'target', 'interop', 'pki')
+  if (!fs.existsSync(path.join(dir, 'other-client.pem'))) {
+    const {execFileSync} = require('node:child_process')
+    execFileSync('bash', [path.join(INTEROP, 'pki.sh'), dir], {stdio: 'inherit'})
+  }
+  const pair = (name) => ({
+    cert: path.join(dir, `${name}.pem`),
+    key: path.join(dir, `${name}-key.pem`),
+  })
+  return {
+    ca: path.join(dir, 'ca.pem'),
+    server: pair('server'),
+    client: pair('client'),
+    otherCA: path.join(dir, 'other-ca.pem'),
+    otherClient: pair('other-client'),
+  }
+}
+
+/** Server flags: HTTPS on 127.0.0.1:0 with the test server certificate;
+ * with `policy`, client certificates checked against the test CA. */
+function tlsArgs(certs, policy) {
+  const args = [
+    `--https-address=${HOST}:0`,
+    `--tls-cert=${certs.server.cert}`,
+    `--tls-key=${certs.server.key}`,
+  ]
+  if (policy) {
+    args.push(`--tls-root-ca-file=${certs.ca}`, `--tls-client-auth-policy=${policy}`)
+  }
+  return args
+}
+
+/** An auth server answer granting `subscribe` on topics matching `pattern`. */
+function subscribeGrant(pattern, ttl = 60) {
+  return {
+    ttl,
+    identity: 'interop',
+    identity_url: 'https://example.invalid/interop',
+    authorizations: [{topic: pattern, channels: ['.*'], permissions: ['subscribe']}],
+  }
+}
+
+/** ../auth_server.py on 127.0.0.1:0. `requests` gets the parameters of every
+ * query it answers; stop() closes its stdin, which ends it. */
+async function startAuthServer(grants) {
+  const python = process.env.INTEROP_PYTHON || 'python3'
+  const proc = spawn(python, [path.join(INTEROP, 'auth_server.py'), JSON.stringify(grants)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
+  const requests = []
+  const ready = new Promise((resolve, reject) => {
+    proc.on('error', reject)
+    proc.on('exit', (code) => reject(new Error(`auth_server.py exited (${code})`)))
+    readline.createInterface({input: proc.stdout}).on('line', (line) => {
+      if (line.startsWith('LISTENING ')) resolve(line.slice('LISTENING '.length))
+      else if (line.startsWith('AUTH ')) requests.push(JSON.parse(line.slice(5)))
+    })
+  })
+  let address
+  try {
+    address = await withDeadline(ready, 10000, 'auth_server.py start')
+  } catch (err) {
+    proc.kill()
+    throw err
+  }
+  return {
+    address,
+    requests,
+    stop() {
+      return new Promise((resolve) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve()
+        const kill = setTimeout(() => proc.kill('SIGKILL'), 5000)
+        proc.once('exit', () => {
+          clearTimeout(kill)
+          resolve()
+        })
+        proc.stdin.end()
+      })
+    },
+  }
+}
+
+/** What an access test needs: an auth server answering `grants`, the
+ * server started with `args` (in which "{auth}" is the auth server's
+ * address), a fake nsqd registered for `topic` and `channel`. close() stops
+ * them all. */
+async function startScene(topic, channel, args, grants) {
+  const auth = await startAuthServer(grants || {granted: subscribeGrant('.*')})
+  let lookupd
+  try {
+    lookupd = await startLookupd(...args.map((a) => a.replace('{auth}', auth.address)))
+  } catch (err) {
+    await auth.stop()
+    throw err
+  }
+  const fake = await startFakeNsqd()
+  const reg = await register(lookupd, fake.port)
+  await reg.register(topic, channel)
+  return {
+    auth,
+    lookupd,
+    fake,
+    reg,
+    async close() {
+      reg.close()
+      await fake.close()
+      await lookupd.stop()
+      await auth.stop()
+    },
+  }
+}
+
 module.exports = {
   HOST,
+  startScene,
   startLookupd,
   startFakeNsqd,
   register,
   startRecordingProxy,
   recordHeaders,
   withDeadline,
+  waitUntil,
+  httpGet,
+  metrics,
+  refused,
+  handshakeFailures,
+  pki,
+  tlsArgs,
+  subscribeGrant,
+  startAuthServer,
 }

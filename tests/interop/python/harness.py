@@ -9,6 +9,10 @@
   IDENTIFY, REGISTER, UNREGISTER), the way a real nsqd announces itself.
 - `RecordingProxy`: a byte-for-byte TCP relay in front of the server's HTTP
   port that keeps the request heads clients send, to document their headers.
+- `AuthServer`: ../auth_server.py (an nsqd-style auth server) as a
+  subprocess; `pki()`: the test certificates of ../pki.sh; `refused()`,
+  `handshake_failures()`: the server's refusal counters from /metrics;
+  `wait_until()`: a condition polled up to a deadline.
 """
 
 import json
@@ -17,15 +21,18 @@ import re
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[3]
 HOST = "127.0.0.1"
 DEADLINE = 15.0  # seconds a client gets to reach the fake nsqd
 
-_LISTEN_RE = re.compile(r"INFO: (TCP|HTTP): listening on (\S+)")
+_LISTEN_RE = re.compile(r"INFO: (TCP|HTTPS|HTTP): listening on (\S+)")
 
 
 def server_binary():
@@ -45,6 +52,10 @@ class Lookupd:
     """The nsqlookupd under test, on ephemeral loopback ports."""
 
     def __init__(self, *extra_args):
+        # A third listener with a certificate (the HTTPS flags of tls_args).
+        want = {"TCP", "HTTP"}
+        if any(a.startswith("--tls-cert=") for a in extra_args):
+            want.add("HTTPS")
         self.proc = subprocess.Popen(
             [
                 server_binary(),
@@ -69,21 +80,25 @@ class Lookupd:
                 m = _LISTEN_RE.search(line)
                 if m:
                     found[m.group(1)] = m.group(2)
-                    if len(found) == 2:
+                    if want <= set(found):
                         ready.set()
             ready.set()
 
         threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(10) or len(found) != 2:
+        if not ready.wait(10) or not want <= set(found):
             self.stop()
             raise RuntimeError(
-                "nsqlookupd did not log both listening addresses:\n"
+                "nsqlookupd did not log its listening addresses (%s):\n"
+                % ", ".join(sorted(want))
                 + "\n".join(self.log)
             )
         self.tcp_host, self.tcp_port = _split(found["TCP"])
         self.http_host, self.http_port = _split(found["HTTP"])
         self.http_address = f"{self.http_host}:{self.http_port}"
         self.http_url = f"http://{self.http_address}"
+        if "HTTPS" in found:
+            self.https_host, self.https_port = _split(found["HTTPS"])
+            self.https_url = f"https://{self.https_host}:{self.https_port}"
 
     def stop(self):
         if self.proc.poll() is None:
@@ -285,3 +300,154 @@ def record_headers(client, requests):
     line, headers = requests[0]
     text = line + "\n" + "".join(f"  {n}: {v}\n" for n, v in headers)
     (out_dir / f"{client}.txt").write_text(text)
+
+
+def wait_until(cond, timeout, what, idle=None):
+    """Polls `cond` until it is true, for at most `timeout` seconds; `idle`
+    (default time.sleep) is called between polls."""
+    end = time.monotonic() + timeout
+    while True:
+        if cond():
+            return
+        if time.monotonic() >= end:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        (idle or time.sleep)(0.05)
+
+
+def metrics(lookupd):
+    """The server's /metrics, as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"{lookupd.http_url}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
+
+
+def refused(lookupd, reason, cls="read"):
+    """nsqlookupd_http_refused_total{class=cls,reason=reason}."""
+    key = f'nsqlookupd_http_refused_total{{class="{cls}",reason="{reason}"}}'
+    return metrics(lookupd).get(key, 0)
+
+
+def handshake_failures(lookupd, reason):
+    """nsqlookupd_tls_handshake_failures_total{reason=reason}."""
+    key = f'nsqlookupd_tls_handshake_failures_total{{reason="{reason}"}}'
+    return metrics(lookupd).get(key, 0)
+
+
+INTEROP = ROOT / "tests" / "interop"
+
+
+def pki():
+    """The certificates of ../pki.sh: run.sh makes them in
+    $INTEROP_PKI_DIR; made here (target/interop/pki) when run alone."""
+    env_dir = os.environ.get("INTEROP_PKI_DIR")
+    d = Path(env_dir) if env_dir else ROOT / "target" / "interop" / "pki"
+    if not (d / "other-client.pem").exists():
+        subprocess.run(["bash", str(INTEROP / "pki.sh"), str(d)], check=True)
+
+    def pair(name):
+        return SimpleNamespace(cert=str(d / f"{name}.pem"), key=str(d / f"{name}-key.pem"))
+
+    return SimpleNamespace(
+        ca=str(d / "ca.pem"),
+        server=pair("server"),
+        client=pair("client"),
+        other_ca=str(d / "other-ca.pem"),
+        other_client=pair("other-client"),
+    )
+
+
+def tls_args(certs, policy=None):
+    """The server flags for HTTPS on 127.0.0.1:0 with `certs`' server
+    certificate; with `policy`, client certificates checked against its CA."""
+    args = [
+        f"--https-address={HOST}:0",
+        f"--tls-cert={certs.server.cert}",
+        f"--tls-key={certs.server.key}",
+    ]
+    if policy:
+        args += [f"--tls-root-ca-file={certs.ca}", f"--tls-client-auth-policy={policy}"]
+    return args
+
+
+def subscribe_grant(topic_pattern, ttl=60):
+    """An auth server answer granting `subscribe` on topics matching
+    `topic_pattern` (any channel)."""
+    return {
+        "ttl": ttl,
+        "identity": "interop",
+        "identity_url": "https://example.invalid/interop",
+        "authorizations": [
+            {"topic": topic_pattern, "channels": [".*"], "permissions": ["subscribe"]}
+        ],
+    }
+
+
+class AuthServer:
+    """../auth_server.py on 127.0.0.1:0; `requests` holds the parameters of
+    every query it answered (dicts: method, path, params, status)."""
+
+    def __init__(self, grants):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(INTEROP / "auth_server.py"), json.dumps(grants)],
+            stdin=subprocess.PIPE,  # it stops when this closes
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.requests = []
+        found = []
+        ready = threading.Event()
+
+        def drain():
+            for line in self.proc.stdout:
+                line = line.rstrip("\n")
+                if line.startswith("LISTENING "):
+                    found.append(line.split(" ", 1)[1])
+                    ready.set()
+                elif line.startswith("AUTH "):
+                    self.requests.append(json.loads(line[5:]))
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(10) or not found:
+            self.stop()
+            raise RuntimeError("auth_server.py did not start: " + self.proc.stderr.read())
+        self.address = found[0]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class Scene:
+    """What an access test needs: an auth server answering `grants`, the
+    server started with `args` (in which "{auth}" is the auth server's
+    address), and a fake nsqd registered for `topic` and `channel`.
+    close() stops them all."""
+
+    def __init__(self, topic, channel, *args, grants=None):
+        self.auth = AuthServer(grants or {"granted": subscribe_grant(".*")})
+        try:
+            self.lookupd = Lookupd(*[a.replace("{auth}", self.auth.address) for a in args])
+        except BaseException:
+            self.auth.stop()
+            raise
+        self.fake = FakeNsqd()
+        self.reg = Registration(self.lookupd, self.fake.port)
+        self.reg.register(topic, channel)
+
+    def close(self):
+        self.reg.close()
+        self.fake.close()
+        self.lookupd.stop()
+        self.auth.stop()

@@ -1,7 +1,11 @@
 //! Harness for the tokio-nsq interop test (same roles as
 //! `../python/harness.py`): the server on 127.0.0.1:0 ports, a fake nsqd
 //! listener, an nsqd-style TCP registration, and a recording relay in front
-//! of the server's HTTP port. The test itself is at the bottom of this file.
+//! of the server's HTTP port. The test itself is at the bottom of this file;
+//! the access-control ones (auth server, allow-lists, HTTPS) are in
+//! `access.rs`.
+
+pub mod access;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,7 +20,7 @@ use tokio::sync::mpsc;
 
 pub const HOST: &str = "127.0.0.1";
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..")
 }
 
@@ -35,13 +39,22 @@ pub struct Lookupd {
     child: Child,
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// With `--tls-cert` among the flags: the HTTPS listener.
+    pub https: Option<SocketAddr>,
 }
 
 impl Lookupd {
     pub fn start() -> Lookupd {
+        Lookupd::start_with(&[])
+    }
+
+    /// With `extra_args` after the loopback listen addresses.
+    pub fn start_with(extra_args: &[String]) -> Lookupd {
+        let want_https = extra_args.iter().any(|a| a.starts_with("--tls-cert="));
         let mut child = Command::new(server_binary())
             .arg(format!("--tcp-address={HOST}:0"))
             .arg(format!("--http-address={HOST}:0"))
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -56,6 +69,7 @@ impl Lookupd {
                 for (kind, marker) in [
                     ("TCP", "INFO: TCP: listening on "),
                     ("HTTP", "INFO: HTTP: listening on "),
+                    ("HTTPS", "INFO: HTTPS: listening on "),
                 ] {
                     if let Some(at) = line.find(marker) {
                         let addr = line[at + marker.len()..].trim().to_string();
@@ -64,14 +78,15 @@ impl Lookupd {
                 }
             }
         });
-        let (mut tcp, mut http) = (None, None);
-        while tcp.is_none() || http.is_none() {
+        let (mut tcp, mut http, mut https) = (None, None, None);
+        while tcp.is_none() || http.is_none() || (want_https && https.is_none()) {
             match rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(("TCP", addr)) => tcp = Some(addr.parse().unwrap()),
+                Ok(("HTTPS", addr)) => https = Some(addr.parse().unwrap()),
                 Ok((_, addr)) => http = Some(addr.parse().unwrap()),
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("nsqlookupd did not log both listening addresses");
+                    panic!("nsqlookupd did not log its listening addresses");
                 }
             }
         }
@@ -79,6 +94,7 @@ impl Lookupd {
             child,
             tcp: tcp.unwrap(),
             http: http.unwrap(),
+            https,
         }
     }
 }

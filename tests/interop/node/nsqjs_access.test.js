@@ -1,0 +1,108 @@
+'use strict'
+// nsqjs's Reader against a server with access control. Run by ../run.sh as
+// `node --test` with NODE_PATH at the installed modules.
+//
+// nsqjs 0.13.0 cannot send a secret to the lookupd: lib/lookupd.js calls
+// `fetch(url)` with no options (no header, no agent), and lib/reader.js
+// hands it only the address and the topic; its `authSecret` goes to nsqd,
+// in the AUTH command. So it reads from inside --read-allow and is refused
+// by an auth server it cannot answer.
+
+const assert = require('node:assert/strict')
+const {test} = require('node:test')
+
+// nsqjs's lookup swallows every failure into "no producers": record the
+// outcome of each lookup (a status, or the error) by wrapping the
+// node-fetch it loads.
+const fetchPath = require.resolve('node-fetch', {
+  paths: [require('node:path').dirname(require.resolve('nsqjs'))],
+})
+const realFetch = require(fetchPath)
+const outcomes = []
+async function recordingFetch(...args) {
+  try {
+    const response = await realFetch(...args)
+    outcomes.push(response.status)
+    return response
+  } catch (err) {
+    outcomes.push(err)
+    throw err
+  }
+}
+Object.assign(recordingFetch, realFetch, {default: recordingFetch})
+require.cache[fetchPath].exports = recordingFetch
+
+const nsq = require('nsqjs')
+const nsqjsVersion = require('nsqjs/package.json').version
+
+const {HOST, startScene, refused, waitUntil} = require('./harness')
+
+const TOPIC = 'interop_nsqjs_access'
+const CHANNEL = 'interop_ch'
+const DEADLINE_MS = 15000
+
+const count = (pred) => outcomes.filter(pred).length
+
+/** A connected Reader at `address`; `connects` gets every producer it dials. */
+function startReader(t, address) {
+  outcomes.length = 0
+  const reader = new nsq.Reader(TOPIC, CHANNEL, {
+    lookupdHTTPAddresses: [address],
+    lookupdPollInterval: 1, // nsqjs's minimum (seconds)
+  })
+  t.after(() => reader.close())
+  reader.on(nsq.Reader.ERROR, () => {}) // the fake nsqd hangs up
+  reader.on(nsq.Reader.MESSAGE, (msg) => msg.finish())
+  const connects = []
+  const realConnect = reader.connectToNSQD.bind(reader)
+  reader.connectToNSQD = (host, port) => {
+    connects.push([host, port])
+    return realConnect(host, port)
+  }
+  reader.connect()
+  return {reader, connects}
+}
+
+async function discovers(t, scene, address) {
+  const {connects} = startReader(t, address)
+  const magic = await scene.fake.waitForConnection(DEADLINE_MS)
+  assert.equal(magic.toString('latin1'), '  V2')
+  assert.deepEqual(connects[0], [HOST, scene.fake.port])
+}
+
+/** The Reader is refused until `refusedEnough()` (two refused lookups, as
+ * the server counted them) and never dials the fake nsqd. */
+async function neverConnects(t, scene, address, refusedEnough) {
+  const {connects} = startReader(t, address)
+  await waitUntil(refusedEnough, DEADLINE_MS, 'two refused nsqjs lookups')
+  assert.deepEqual(connects, [])
+  assert.deepEqual(scene.fake.magics, [])
+}
+
+test(`nsqjs ${nsqjsVersion} Reader inside --read-allow discovers the producer`, async (t) => {
+  const scene = await startScene(TOPIC, CHANNEL, [
+    '--read-allow=127.0.0.0/8',
+    '--auth-http-address={auth}',
+  ])
+  t.after(() => scene.close())
+  await discovers(t, scene, scene.lookupd.httpAddress)
+  assert.deepEqual(scene.auth.requests, []) // the allow-list never asks it
+})
+
+test(`nsqjs ${nsqjsVersion} Reader without a secret is refused`, async (t) => {
+  // An auth server, and an allow-list (TEST-NET-1) that does not cover
+  // 127.0.0.1: nsqjs has no secret to send, every lookup is a 401.
+  const scene = await startScene(TOPIC, CHANNEL, [
+    '--read-allow=192.0.2.0/24',
+    '--auth-http-address={auth}',
+  ])
+  t.after(() => scene.close())
+  await neverConnects(
+    t,
+    scene,
+    scene.lookupd.httpAddress,
+    async () =>
+      count((o) => o === 401) >= 2 && (await refused(scene.lookupd, 'no_credentials')) >= 2
+  )
+  assert.deepEqual(scene.auth.requests, [])
+})

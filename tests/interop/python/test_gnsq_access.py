@@ -1,0 +1,115 @@
+"""gnsq's Consumer and LookupdClient against a server with access control.
+
+gnsq 1.0.2 cannot send a secret to the lookupd: its HTTPClient._request
+(gnsq/httpclient.py) always passes its own `headers` (Accept, User-Agent),
+which replace any pool headers urllib3 was given, and LookupdClient.lookup
+adds none. So it reads from inside `--read-allow` and is refused by an auth
+server it cannot answer."""
+
+import gevent
+import pytest
+
+import gnsq
+from gnsq.errors import NSQHttpError
+
+from harness import (
+    DEADLINE,
+    Scene,
+    refused,
+    wait_until,
+)
+
+TOPIC = "interop_gnsq_access"
+CHANNEL = "interop_ch"
+
+
+class WatchedConsumer:
+    """A started Consumer whose lookups are observed: `outcomes` holds, for
+    each, "ok" or the exception LookupdClient.lookup raised (the Consumer
+    itself only logs it)."""
+
+    def __init__(self, address):
+        self.outcomes = []
+        self.consumer = gnsq.Consumer(
+            TOPIC,
+            CHANNEL,
+            lookupd_http_addresses=[address],
+            lookupd_poll_interval=0.2,
+            lookupd_poll_jitter=0.0,
+            timeout=5.0,
+        )
+        for client in self.consumer.lookupds:
+            client.lookup = self._watch(client.lookup)
+        self.consumer.on_message.connect(lambda consumer, message: None, weak=False)
+        self.consumer.start(block=False)
+
+    def _watch(self, lookup):
+        def watched(topic):
+            try:
+                result = lookup(topic)
+            except Exception as e:
+                self.outcomes.append(e)
+                raise
+            self.outcomes.append("ok")
+            return result
+
+        return watched
+
+    def count(self, kind):
+        return sum(isinstance(o, kind) for o in self.outcomes)
+
+    def close(self):
+        self.consumer.close()
+        self.consumer.join(timeout=5)
+
+
+def discovers(setup, address):
+    watched = WatchedConsumer(address)
+    try:
+        magic = setup.fake.wait_for_connection(DEADLINE, idle=gevent.sleep)
+        assert magic == b"  V2"
+        return watched
+    finally:
+        watched.close()
+
+
+def never_connects(setup, address, refused_enough):
+    watched = WatchedConsumer(address)
+    try:
+        wait_until(
+            lambda: refused_enough(watched), DEADLINE, "two refused gnsq lookups", gevent.sleep
+        )
+        assert setup.fake.magics == []
+        return watched
+    finally:
+        watched.close()
+
+
+def test_consumer_inside_read_allow_discovers():
+    setup = Scene(TOPIC, CHANNEL, "--read-allow=127.0.0.0/8", "--auth-http-address={auth}")
+    try:
+        discovers(setup, setup.lookupd.http_url)
+        assert setup.auth.requests == []
+    finally:
+        setup.close()
+
+
+def test_consumer_without_secret_is_refused():
+    # An auth server, and an allow-list (TEST-NET-1) that does not cover
+    # 127.0.0.1: gnsq has no secret to send, every lookup is a 401.
+    setup = Scene(TOPIC, CHANNEL, "--read-allow=192.0.2.0/24", "--auth-http-address={auth}")
+    try:
+        lookupd = setup.lookupd
+        watched = never_connects(
+            setup,
+            lookupd.http_url,
+            lambda w: w.count(NSQHttpError) >= 2 and refused(lookupd, "no_credentials") >= 2,
+        )
+        assert all(str(e) == "http error <401>" for e in watched.outcomes)
+        # gnsq's own client gets the same answer.
+        client = gnsq.LookupdClient.from_url(lookupd.http_url)
+        with pytest.raises(NSQHttpError, match=r"^http error <401>$"):
+            client.lookup(TOPIC)
+        assert setup.auth.requests == []
+    finally:
+        setup.close()

@@ -1,0 +1,129 @@
+"""pynsq's Reader against a server with access control.
+
+pynsq 0.9.1 sends nothing but `Accept` to the lookupd (nsq/reader.py's
+query_lookupd: no header, no credential; its `auth_secret` is sent to nsqd
+only, in the AUTH command), so it reads from inside `--read-allow` and is
+refused by an auth server it cannot answer."""
+
+import asyncio
+import time
+
+import nsq
+
+from harness import (
+    DEADLINE,
+    HOST,
+    Scene,
+    refused,
+)
+
+TOPIC = "interop_pynsq_access"
+CHANNEL = "interop_ch"
+
+
+class WatchedReader:
+    """A Reader whose discovery is observed: the producers it connects to,
+    and the outcome of each of its lookups (an HTTP status, or the
+    exception the fetch raised)."""
+
+    def __init__(self, address):
+        self.connects = []
+        self.outcomes = []
+        self.reader = nsq.Reader(
+            topic=TOPIC,
+            channel=CHANNEL,
+            message_handler=lambda message: True,
+            lookupd_http_addresses=[address],
+            lookupd_poll_interval=1,  # pynsq wants whole seconds
+            lookupd_poll_jitter=0.0,
+            max_in_flight=1,
+        )
+        real_connect = self.reader.connect_to_nsqd
+
+        def connect_to_nsqd(host, port):
+            self.connects.append((host, port))
+            return real_connect(host, port)
+
+        self.reader.connect_to_nsqd = connect_to_nsqd
+        real_fetch = self.reader.http_client.fetch
+
+        async def fetch(request, *args, **kwargs):
+            try:
+                response = await real_fetch(request, *args, **kwargs)
+            except Exception as e:  # HTTPClientError (status), ssl.SSLError, ...
+                self.outcomes.append(getattr(e, "code", e))
+                raise
+            self.outcomes.append(response.code)
+            return response
+
+        self.reader.http_client.fetch = fetch
+
+    def count(self, outcome):
+        if isinstance(outcome, type):
+            return sum(isinstance(o, outcome) for o in self.outcomes)
+        return self.outcomes.count(outcome)
+
+    def close(self):
+        self.reader.close()
+
+
+async def until(cond, timeout, what):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() >= end:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def discovers(setup, address):
+    """The Reader at `address` reaches the fake nsqd with "  V2"."""
+    watched = WatchedReader(address)
+    try:
+        await until(lambda: setup.fake.magics, DEADLINE, "pynsq reaching the fake nsqd")
+        assert setup.fake.magics[0] == b"  V2"
+        assert (HOST, setup.fake.port) in watched.connects
+        return watched
+    finally:
+        watched.close()
+
+
+async def never_connects(setup, address, refused_enough):
+    """The Reader at `address` is refused (`refused_enough(watched)` turns
+    true: at least two lookups failed, as counted by the server) and never
+    connects to the fake nsqd."""
+    watched = WatchedReader(address)
+    try:
+        await until(lambda: refused_enough(watched), DEADLINE, "two refused pynsq lookups")
+        assert watched.connects == []
+        assert setup.fake.magics == []
+        return watched
+    finally:
+        watched.close()
+
+
+def test_reader_inside_read_allow_discovers():
+    # The allow-list lets it in: the auth server is never asked.
+    setup = Scene(TOPIC, CHANNEL, "--read-allow=127.0.0.0/8", "--auth-http-address={auth}")
+    try:
+        asyncio.run(discovers(setup, setup.lookupd.http_url))
+        assert setup.auth.requests == []
+    finally:
+        setup.close()
+
+
+def test_reader_without_secret_is_refused():
+    # An auth server, and an allow-list (TEST-NET-1) that does not cover
+    # 127.0.0.1: pynsq has no secret to send, every lookup is a 401.
+    setup = Scene(TOPIC, CHANNEL, "--read-allow=192.0.2.0/24", "--auth-http-address={auth}")
+    try:
+        lookupd = setup.lookupd
+        asyncio.run(
+            never_connects(
+                setup,
+                lookupd.http_url,
+                lambda w: w.count(401) >= 2 and refused(lookupd, "no_credentials") >= 2,
+            )
+        )
+        assert setup.auth.requests == []
+    finally:
+        setup.close()
