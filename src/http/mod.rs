@@ -9,6 +9,8 @@
 //!
 //! Handlers read registry snapshots and never wait on a TCP writer.
 //!
+//! [`run`] accepts; [`serve`] serves one connection, whatever its stream.
+//!
 //! Limits (each a flag): simultaneous connections (the excess is closed at
 //! accept and counted), the size of a request head (hyper answers 431/414),
 //! the time to send a request head, which also bounds how long an idle
@@ -30,6 +32,7 @@ use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +80,8 @@ pub struct HttpContext {
     pub stats: Arc<Stats>,
     /// Turns for the whole-registry views (see `handlers::off_the_reactor`).
     pub heavy_views: Semaphore,
+    /// The `--max-http-connections` slots, for every HTTP listener.
+    pub connection_slots: Arc<Semaphore>,
 }
 
 /// What the handlers know of the connection a request came on: who sent it
@@ -109,6 +114,7 @@ impl HttpContext {
             limits,
             stats,
             heavy_views: Semaphore::new(HEAVY_VIEWS),
+            connection_slots: Arc::new(Semaphore::new(limits.max_connections)),
         }
     }
 }
@@ -141,20 +147,14 @@ async fn watch(
     }
 }
 
-/// Accepts until `shutdown` is cancelled.
+/// Accepts plain HTTP until `shutdown` is cancelled.
 pub async fn run(
     listener: TcpListener,
     ctx: Arc<HttpContext>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let acceptor = Acceptor::new(
-        listener,
-        "HTTP",
-        ctx.limits.max_connections,
-        Limit::HttpConnections,
-        Arc::clone(&ctx.stats),
-    );
+    let acceptor = acceptor(listener, "HTTP", &ctx);
     while let Some(Accepted { stream, peer, slot }) = acceptor.next(&shutdown).await {
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
@@ -163,52 +163,75 @@ pub async fn run(
             let stats = Arc::clone(&ctx.stats);
             let _open =
                 GaugeGuard::new(&stats.http_connections_open, &stats.http_connections_total);
-            let limits = ctx.limits;
-            // The header timeout is kept by a watcher task, not by hyper's
-            // `header_read_timeout` (see `head_deadline` for why). It
-            // closes the connection through `closing`, the one token the
-            // connection polls, which shutdown cancels too; the connection
-            // cancels it when it ends, which ends the watcher.
-            let progress = Arc::new(Progress::default());
-            let closing = shutdown.child_token();
-            let _end_watch = closing.clone().drop_guard();
-            tokio::spawn(watch(
-                Arc::clone(&progress),
-                closing.clone(),
-                limits.header_timeout,
-                Arc::clone(&stats),
-                peer,
-            ));
-            let io = TokioIo::new(Watched::new(stream, Arc::clone(&progress)));
-            let conn = Arc::new(Conn { peer, tls: None });
-            let service = service_fn(move |req| {
-                let ctx = Arc::clone(&ctx);
-                let conn = Arc::clone(&conn);
-                let answering = progress.head_received();
-                async move {
-                    let response = handlers::handle(ctx, &conn, req).await;
-                    drop(answering);
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let mut conn = pin!(
-                http1::Builder::new()
-                    .max_header_size(limits.max_header_size)
-                    .max_buf_size(limits.max_header_size.max(8192))
-                    .serve_connection(io, service)
-            );
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = closing.cancelled() => {
-                    // A stall needs nothing more: dropping `conn` closes
-                    // the socket.
-                    if shutdown.is_cancelled() {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
-                    }
-                }
-            }
+            serve(stream, Conn { peer, tls: None }, ctx, shutdown).await;
         });
     }
     info!("HTTP: closing {}", acceptor.local_addr());
+}
+
+/// A listener's acceptor, with the HTTP connection slots.
+fn acceptor(listener: TcpListener, name: &'static str, ctx: &HttpContext) -> Acceptor {
+    Acceptor::new(
+        listener,
+        name,
+        ctx.limits.max_connections,
+        Limit::HttpConnections,
+        Arc::clone(&ctx.stats),
+    )
+    .with_slots(Arc::clone(&ctx.connection_slots))
+}
+
+/// Serves one connection until it ends, stalls, or
+/// `shutdown` is cancelled.
+async fn serve<S>(stream: S, conn: Conn, ctx: Arc<HttpContext>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stats = Arc::clone(&ctx.stats);
+    let limits = ctx.limits;
+    let peer = conn.peer;
+    // The header timeout is kept by a watcher task, not by hyper's
+    // `header_read_timeout` (see `head_deadline` for why). It closes the
+    // connection through `closing`, the one token the connection polls,
+    // which shutdown cancels too; the connection cancels it when it ends,
+    // which ends the watcher.
+    let progress = Arc::new(Progress::default());
+    let closing = shutdown.child_token();
+    let _end_watch = closing.clone().drop_guard();
+    tokio::spawn(watch(
+        Arc::clone(&progress),
+        closing.clone(),
+        limits.header_timeout,
+        Arc::clone(&stats),
+        peer,
+    ));
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&progress)));
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| {
+        let ctx = Arc::clone(&ctx);
+        let conn = Arc::clone(&conn);
+        let answering = progress.head_received();
+        async move {
+            let response = handlers::handle(ctx, &conn, req).await;
+            drop(answering);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let mut conn = pin!(
+        http1::Builder::new()
+            .max_header_size(limits.max_header_size)
+            .max_buf_size(limits.max_header_size.max(8192))
+            .serve_connection(io, service)
+    );
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = closing.cancelled() => {
+            // A stall needs nothing more: dropping `conn` closes the
+            // socket.
+            if shutdown.is_cancelled() {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+            }
+        }
+    }
 }
