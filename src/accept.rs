@@ -29,7 +29,7 @@ pub struct Accepted {
 /// A listener with a connection cap.
 pub struct Acceptor {
     listener: TcpListener,
-    /// `TCP` or `HTTP`, for the logs.
+    /// `TCP`, `HTTP` or `HTTPS`, for the logs.
     name: &'static str,
     slots: Arc<Semaphore>,
     max: usize,
@@ -64,7 +64,7 @@ impl Acceptor {
     }
 
     /// Takes its slots from `slots`, a pool shared with other listeners
-    /// (HTTP listeners share `--max-http-connections`); `max` stays the
+    /// (HTTP and HTTPS share `--max-http-connections`); `max` stays the
     /// number reported when the pool is empty.
     pub fn with_slots(mut self, slots: Arc<Semaphore>) -> Self {
         self.slots = slots;

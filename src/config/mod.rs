@@ -10,6 +10,7 @@
 
 mod duration;
 mod etcd;
+mod tls;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 pub use duration::{format_go_duration, parse_go_duration};
 pub use etcd::EtcdOptions;
+pub use tls::{ClientAuth, MinVersion, TlsOptions};
 
 use crate::allow::AllowList;
 use crate::http::HttpLimits;
@@ -131,7 +133,7 @@ struct Cli {
     )]
     tcp_address: String,
 
-    /// <addr>:<port> to listen on for HTTP clients (consumers, nsqadmin)
+    /// <addr>:<port> to listen on for HTTP clients (consumers, nsqadmin); empty = off (needs HTTPS)
     #[arg(
         long,
         value_name = "ADDR",
@@ -274,6 +276,9 @@ struct Cli {
     #[arg(long, value_name = "FILE", value_parser = parse_path, help_heading = "Cluster (etcd)")]
     etcd_key: Option<PathBuf>,
 
+    #[command(flatten)]
+    tls: tls::TlsArgs,
+
     /// path to a TOML config file (keys are flag names with _ for -)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -302,6 +307,8 @@ pub struct Options {
     pub http_limits: HttpLimits,
     /// Cluster mode; `None` = standalone.
     pub etcd: Option<EtcdOptions>,
+    /// HTTPS on the HTTP API; `None` = none (`http_address` is then not empty).
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for Options {
@@ -349,7 +356,7 @@ pub fn version_string() -> String {
 
 /// Flags that take a value as the next argument (all but the booleans).
 fn takes_separate_value(flag: &str) -> bool {
-    !matches!(flag, "version" | "verbose" | "help" | "h")
+    !matches!(flag, "version" | "verbose" | "tls-required" | "help" | "h")
 }
 
 /// Rewrites Go's `-flag` to `--flag`, leaving values alone.
@@ -609,6 +616,7 @@ fn resolve(
         },
         warnings,
     )?;
+    let tls = tls::resolve(cli.tls, matches, file, &http_address, warnings)?;
     Ok(Options {
         tcp_address,
         http_address,
@@ -635,6 +643,7 @@ fn resolve(
             max_body_size: http_max_body_size,
         },
         etcd,
+        tls,
     })
 }
 

@@ -49,6 +49,10 @@ pub async fn handle(ctx: Arc<HttpContext>, conn: &Conn, req: Request<Incoming>) 
     let Some(path) = decode_path(head.uri.path()) else {
         return response::bad_request();
     };
+    if let Some(https_port) = tls_redirect(&ctx, conn, &path) {
+        ctx.stats.http_request(router::OTHER, 403, start.elapsed());
+        return response::tls_required(https_port);
+    }
     let mut route = router::OTHER;
     let response = match router::route(&head.method, &path) {
         Decision::Handle(endpoint) => {
@@ -71,6 +75,16 @@ pub async fn handle(ctx: Arc<HttpContext>, conn: &Conn, req: Request<Incoming>) 
     ctx.stats.http_request(route, status, start.elapsed());
     debug!(peer = %conn.peer, method = %head.method, path = %path, status, "{status} {} {path}", head.method);
     response
+}
+
+/// `--tls-required`: a plain-HTTP request is sent to the HTTPS port (as
+/// nsqd does), except the health probes `/ping` and `/ready`, which load
+/// balancers and Kubernetes send over plain HTTP.
+fn tls_redirect(ctx: &HttpContext, conn: &Conn, path: &str) -> Option<u16> {
+    match ctx.tls_redirect {
+        Some(port) if conn.tls.is_none() && path != "/ping" && path != "/ready" => Some(port),
+        _ => None,
+    }
 }
 
 /// `GET /ready`, which exists in cluster mode only (a standalone server

@@ -9,12 +9,15 @@
 //!
 //! Handlers read registry snapshots and never wait on a TCP writer.
 //!
-//! [`run`] accepts; [`serve`] serves one connection, whatever its stream.
+//! Two listeners serve the same API through the same code ([`serve`]): plain
+//! HTTP ([`run`]) and, with `--tls-cert`, HTTPS ([`run_tls`]), whose
+//! connections first go through `crate::tls`'s handshake.
 //!
 //! Limits (each a flag): simultaneous connections (the excess is closed at
-//! accept and counted), the size of a request head (hyper answers 431/414),
-//! the time to send a request head, which also bounds how long an idle
-//! keep-alive connection is kept (slowloris), and the size of a body.
+//! accept and counted; one pool for both listeners), the size of a request
+//! head (hyper answers 431/414), the time to send a request head, which
+//! also bounds how long an idle keep-alive connection is kept (slowloris)
+//! and, on HTTPS, the TLS handshake before it, and the size of a body.
 
 pub mod handlers;
 pub mod head_deadline;
@@ -42,6 +45,7 @@ use tracing::{debug, info, warn};
 use crate::accept::{Accepted, Acceptor};
 use crate::registry::Registry;
 use crate::stats::{GaugeGuard, Limit, Stats};
+use crate::tls::{Failure, Tls};
 use head_deadline::{Progress, Stall, Watched};
 
 /// Limits of the HTTP side; each is a flag (see `config`).
@@ -80,8 +84,12 @@ pub struct HttpContext {
     pub stats: Arc<Stats>,
     /// Turns for the whole-registry views (see `handlers::off_the_reactor`).
     pub heavy_views: Semaphore,
-    /// The `--max-http-connections` slots, for every HTTP listener.
+    /// The `--max-http-connections` slots, one pool for the HTTP and the
+    /// HTTPS listener.
     pub connection_slots: Arc<Semaphore>,
+    /// `--tls-required`: the HTTPS port that plain-HTTP requests are sent
+    /// to (403 `TLS_REQUIRED`, see `handlers`); `None`: plain HTTP serves.
+    pub tls_redirect: Option<u16>,
 }
 
 /// What the handlers know of the connection a request came on: who sent it
@@ -115,7 +123,15 @@ impl HttpContext {
             stats,
             heavy_views: Semaphore::new(HEAVY_VIEWS),
             connection_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            tls_redirect: None,
         }
+    }
+
+    /// Plain-HTTP requests (but `/ping` and `/ready`) are answered 403
+    /// `TLS_REQUIRED` with this HTTPS port (`--tls-required`).
+    pub fn with_tls_redirect(mut self, https_port: u16) -> Self {
+        self.tls_redirect = Some(https_port);
+        self
     }
 }
 
@@ -169,6 +185,54 @@ pub async fn run(
     info!("HTTP: closing {}", acceptor.local_addr());
 }
 
+/// Accepts HTTPS until `shutdown` is cancelled: each connection's TLS
+/// handshake must be done within `--http-header-timeout` (a client that
+/// sends nothing, or part of a ClientHello, is closed after it, and
+/// counted as `http_header_timeout` when some bytes came, as on plain
+/// HTTP); then it is served as a plain one is.
+pub async fn run_tls(
+    listener: TcpListener,
+    ctx: Arc<HttpContext>,
+    tls: Arc<Tls>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let acceptor = acceptor(listener, "HTTPS", &ctx);
+    while let Some(Accepted { stream, peer, slot }) = acceptor.next(&shutdown).await {
+        let ctx = Arc::clone(&ctx);
+        let tls = Arc::clone(&tls);
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let _slot = slot;
+            let stats = Arc::clone(&ctx.stats);
+            let _open =
+                GaugeGuard::new(&stats.http_connections_open, &stats.http_connections_total);
+            let _tls_open =
+                GaugeGuard::new(&stats.tls.connections_open, &stats.tls.connections_total);
+            let handshake = tokio::select! {
+                done = tls.handshake(stream, peer, ctx.limits.header_timeout) => done,
+                _ = shutdown.cancelled() => return,
+            };
+            let established = match handshake {
+                Ok(established) => established,
+                Err(Failure::Timeout { partial: true }) => {
+                    stats.limit_hit(Limit::HttpHeaderTimeout);
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = Conn {
+                peer,
+                tls: Some(TlsPeer {
+                    common_name: established.common_name,
+                }),
+            };
+            serve(established.stream, conn, ctx, shutdown).await;
+        });
+    }
+    info!("HTTPS: closing {}", acceptor.local_addr());
+}
+
 /// A listener's acceptor, with the HTTP connection slots.
 fn acceptor(listener: TcpListener, name: &'static str, ctx: &HttpContext) -> Acceptor {
     Acceptor::new(
@@ -181,7 +245,7 @@ fn acceptor(listener: TcpListener, name: &'static str, ctx: &HttpContext) -> Acc
     .with_slots(Arc::clone(&ctx.connection_slots))
 }
 
-/// Serves one connection until it ends, stalls, or
+/// Serves one connection, plain or TLS, until it ends, stalls, or
 /// `shutdown` is cancelled.
 async fn serve<S>(stream: S, conn: Conn, ctx: Arc<HttpContext>, shutdown: CancellationToken)
 where
