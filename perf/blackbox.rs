@@ -31,7 +31,10 @@ async fn start_server() -> Running {
         panic!("the server's command line was refused");
     };
     let server = Server::bind(*options).await.expect("server binds");
-    let (tcp, http) = (server.tcp_addr(), server.http_addr());
+    let (tcp, http) = (
+        server.tcp_addr(),
+        server.http_addr().expect("plain HTTP is on"),
+    );
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run_until(async move {
         let _ = rx.await;
