@@ -31,7 +31,10 @@ async fn start_server() -> Running {
         panic!("the server's command line was refused");
     };
     let server = Server::bind(*options).await.expect("server binds");
-    let (tcp, http) = (server.tcp_addr(), server.http_addr());
+    let (tcp, http) = (
+        server.tcp_addr(),
+        server.http_addr().expect("plain HTTP is on"),
+    );
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run_until(async move {
         let _ = rx.await;
@@ -161,7 +164,7 @@ async fn a_fleet_spreads_over_several_servers() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // Nodes 0, 2, ... on the first server, 1, 3, ... on the second.
     for (srv, first) in [(&s1, 0usize), (&s2, 1)] {
-        let mut c = crate::httpc::HttpConn::new(&srv.http.to_string());
+        let mut c = crate::httpc::HttpConn::plain(&srv.http.to_string());
         let r = c
             .get("/nodes", std::time::Duration::from_secs(5))
             .await
@@ -279,4 +282,147 @@ async fn converge_and_propagation_on_one_server() {
     let fleet = fleet.await.expect("fleet task").expect("fleet completes");
     assert!(fleet.report.passed, "{}", fleet.report.table());
     srv.shutdown().await;
+}
+
+/// `run` over https: the real server behind a TLS-terminating proxy (it
+/// does not speak TLS itself), the CA given as a file, a Bearer secret;
+/// the answers are checked under load and at rest exactly as over http.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_over_https_passes_its_checks() {
+    let srv = start_server().await;
+    let pki = crate::testtls::Pki::generate();
+    let (proxy, sessions) = crate::testtls::tls_proxy(pki.server_config(false), srv.http).await;
+    let (tcp, https) = (srv.tcp.to_string(), format!("https://{proxy}"));
+    let Cmd::Run(args) = cli(&[
+        "run",
+        "--tcp-address",
+        &tcp,
+        "--http-address",
+        &https,
+        "--http-ca-file",
+        pki.ca_file.to_str().unwrap(),
+        "--auth-secret",
+        "bench-secret",
+        "--duration",
+        "1s",
+        "--workers",
+        "3",
+        "--check-sample",
+        "0.5",
+    ]) else {
+        unreachable!()
+    };
+    let out = modes::run(args).await.expect("run completes");
+    let r = &out.report;
+    assert!(r.passed, "{}", r.table());
+    assert!(r.checks.sampled > 20, "{}", r.table());
+    assert_eq!((r.checks.final_checked, r.checks.final_failed), (20, 0));
+    let l = r.lookups.as_ref().expect("lookups");
+    assert_eq!(l.errors.total(), 0, "{}", r.table());
+    // Keep-alive over TLS: one session per worker for the whole load, and
+    // at most 4 more for the check at rest (one per checking connection).
+    assert_eq!(l.connects, 3, "{}", r.table());
+    let tls_sessions = sessions.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (4..=3 + 4).contains(&tls_sessions),
+        "{tls_sessions} TLS sessions"
+    );
+    assert!(l.requests_ok > 20, "{}", r.table());
+    assert_eq!(l.http_client.scheme, "https");
+    assert!(l.http_client.auth_secret_sent);
+    let t = r.table();
+    assert!(t.contains(&format!(
+        "HTTP: {https} over https (server verified against CA file"
+    )));
+    assert!(t.contains("3 connects; https, Bearer secret sent"), "{t}");
+    let json = serde_json::to_string(r).unwrap();
+    assert!(
+        !json.contains("bench-secret"),
+        "the secret leaked into the JSON"
+    );
+    srv.shutdown().await;
+}
+
+/// `consumers` against a fixed-answer TLS server that requires a client
+/// certificate: every request arrives on a kept-alive session, with the
+/// Bearer secret read from a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_over_mutual_tls_send_the_bearer_secret() {
+    let pki = crate::testtls::Pki::generate();
+    let body: &'static [u8] = br#"{"channels":["c0"],"producers":[]}"#;
+    let srv = crate::testtls::FixedServer::start(pki.server_config(true), body).await;
+    let secret = pki.dir.path().join("secret");
+    std::fs::write(&secret, "file-secret\n").unwrap();
+    let https = format!("https://{}", srv.addr);
+    let Cmd::Consumers(args) = cli(&[
+        "consumers",
+        "--http-address",
+        &https,
+        "--http-ca-file",
+        pki.ca_file.to_str().unwrap(),
+        "--http-client-cert",
+        pki.client_cert_file.to_str().unwrap(),
+        "--http-client-key",
+        pki.client_key_file.to_str().unwrap(),
+        "--auth-secret-file",
+        secret.to_str().unwrap(),
+        "--duration",
+        "500ms",
+        "--workers",
+        "2",
+    ]) else {
+        unreachable!()
+    };
+    let out = modes::consumers_only(args)
+        .await
+        .expect("consumers complete");
+    let r = &out.report;
+    assert!(r.passed, "{}", r.table());
+    let l = r.lookups.as_ref().expect("lookups");
+    assert!(l.requests_ok > 10, "{}", r.table());
+    assert_eq!(l.errors.total(), 0, "{}", r.table());
+    assert_eq!(l.mean_body_bytes, Some(body.len()));
+    assert_eq!(srv.sessions.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let heads = srv.heads();
+    assert_eq!(heads.len() as u64, l.requests_ok);
+    let bad = heads.iter().find(|h| {
+        !h.starts_with("GET /lookup?topic=bench.t")
+            || !h
+                .split("\r\n")
+                .any(|l| l == "Authorization: Bearer file-secret")
+    });
+    assert_eq!(bad, None);
+    let h = r.http_client.as_ref().expect("http client section");
+    assert!(h.client_certificate && h.auth_secret_sent);
+    assert_eq!(h.scheme, "https");
+
+    // Without the client certificate the server refuses every connection,
+    // and the run fails with TLS errors, not with a hang.
+    let Cmd::Consumers(args) = cli(&[
+        "consumers",
+        "--http-address",
+        &https,
+        "--http-ca-file",
+        pki.ca_file.to_str().unwrap(),
+        "--duration",
+        "300ms",
+        "--workers",
+        "1",
+    ]) else {
+        unreachable!()
+    };
+    let out = modes::consumers_only(args)
+        .await
+        .expect("consumers complete");
+    assert!(!out.report.passed);
+    let l = out.report.lookups.as_ref().expect("lookups");
+    assert!(
+        l.errors.0.contains_key("tls_alert"),
+        "{}",
+        out.report.table()
+    );
+    // Each attempt reached the server, and none got through its handshake.
+    let accepted = srv.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(accepted > 2, "{accepted} connections");
+    assert_eq!(srv.sessions.load(std::sync::atomic::Ordering::Relaxed), 2);
 }

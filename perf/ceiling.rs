@@ -182,7 +182,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         tokio::spawn(serve(l, Arc::new(response_bytes(300))));
-        let mut c = crate::httpc::HttpConn::new(&addr);
+        let mut c = crate::httpc::HttpConn::plain(&addr);
         for _ in 0..3 {
             let r = c
                 .get("/lookup?topic=x", std::time::Duration::from_secs(5))

@@ -1,13 +1,17 @@
 //! Command line: subcommands and the option groups they share.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::consumers::{ConsumerConfig, Mix};
 use crate::fleet::FleetConfig;
+use crate::httpc::Target;
 use crate::presets::Preset;
 use crate::scheme::Workload;
+use crate::tls::{self, Endpoint, HttpClient, Secret};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -99,6 +103,74 @@ pub fn address_list(list: &[String]) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Secret::new(s)
+}
+
+/// How the HTTP client asks `https://` addresses, and the secret it sends.
+#[derive(Args, Debug, Clone, Default, serde::Serialize)]
+pub struct HttpClientArgs {
+    /// CA certificates (PEM) that an https:// server's certificate must
+    /// chain to [default: the system's CAs].
+    #[arg(long, value_name = "FILE")]
+    pub http_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for https:// servers that require
+    /// one (mutual TLS); needs --http-client-key.
+    #[arg(long, value_name = "FILE", requires = "http_client_key")]
+    pub http_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --http-client-cert.
+    #[arg(long, value_name = "FILE", requires = "http_client_cert")]
+    pub http_client_key: Option<PathBuf>,
+    /// Send `Authorization: Bearer SECRET` with every HTTP request (other
+    /// users can read it in `ps`: prefer --auth-secret-file).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        value_parser = parse_secret,
+        conflicts_with = "auth_secret_file"
+    )]
+    #[serde(skip)]
+    pub auth_secret: Option<Secret>,
+    /// The same, with the secret read from FILE (without the whitespace
+    /// around it).
+    #[arg(long, value_name = "FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+impl HttpClientArgs {
+    /// The client for `endpoints`: a TLS configuration when one of them
+    /// is https:// or a TLS file is given (the files are read now, so a
+    /// bad one stops the run before it starts), and the secret.
+    pub fn client(&self, endpoints: &[Endpoint]) -> Result<HttpClient, String> {
+        let wants_tls = endpoints.iter().any(|e| e.tls)
+            || self.http_ca_file.is_some()
+            || self.http_client_cert.is_some();
+        let tls = if wants_tls {
+            let pair = self
+                .http_client_cert
+                .as_deref()
+                .zip(self.http_client_key.as_deref());
+            Some(tls::client_config(self.http_ca_file.as_deref(), pair)?)
+        } else {
+            None
+        };
+        let secret = match (&self.auth_secret, &self.auth_secret_file) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(path)) => Some(Secret::from_file(path)?),
+            (None, None) => None,
+        };
+        Ok(HttpClient { tls, secret })
+    }
+
+    /// The client and the target for one address.
+    pub fn single(&self, address: &str) -> Result<(HttpClient, Arc<Target>), String> {
+        let e = tls::parse_endpoint(address)?;
+        let client = self.client(std::slice::from_ref(&e))?;
+        let target = client.target(&e)?;
+        Ok((client, target))
+    }
+}
+
 /// The fleet's shape: a preset, each field overridable.
 #[derive(Args, Debug, Clone)]
 pub struct WorkloadArgs {
@@ -188,10 +260,13 @@ impl FleetArgs {
 
 #[derive(Args, Debug, Clone, serde::Serialize)]
 pub struct ConsumerArgs {
-    /// lookupd HTTP address; a comma-separated list spreads the consumers
+    /// lookupd HTTP address (host:port, http://host:port or
+    /// https://host:port); a comma-separated list spreads the consumers
     /// over several (cluster replicas): worker i asks address i % n.
     #[arg(long, default_value = "127.0.0.1:4161", value_delimiter = ',')]
     pub http_address: Vec<String>,
+    #[command(flatten)]
+    pub http_client: HttpClientArgs,
     /// Consumer workers, one keep-alive connection each.
     #[arg(long, default_value_t = 32)]
     pub workers: usize,
@@ -248,8 +323,11 @@ impl ConsumerArgs {
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
             return Err("--rate must be >= 0".into());
         }
+        let endpoints = tls::endpoint_list(&self.http_address)?;
+        let client = self.http_client.client(&endpoints)?;
         Ok(ConsumerConfig {
-            http_addresses: address_list(&self.http_address)?,
+            http: client.targets(&endpoints)?,
+            client,
             workers: self.workers.max(1),
             rate: self.rate,
             duration: self.duration,
@@ -321,9 +399,12 @@ pub struct FleetOnlyArgs {
     /// How long to hold the registered fleet (pings, churn, storm).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// If given, check /lookup answers on this HTTP address at the end.
+    /// If given, check /lookup answers on this HTTP address at the end
+    /// (host:port or https://host:port).
     #[arg(long)]
     pub verify_http: Option<String>,
+    #[command(flatten)]
+    pub http_client: HttpClientArgs,
     /// Topics whose /lookup answer is checked at the end.
     #[arg(long, default_value_t = 1000)]
     pub final_check_topics: usize,
@@ -359,9 +440,12 @@ pub struct PropagationArgs {
     /// TCP address of the replica the probe nodes register with (A).
     #[arg(long, default_value = "127.0.0.1:4160")]
     pub tcp_address: String,
-    /// HTTP address of the replica polled for the probe topics (B).
+    /// HTTP address of the replica polled for the probe topics (B):
+    /// host:port or https://host:port.
     #[arg(long, default_value = "127.0.0.1:4161")]
     pub http_address: String,
+    #[command(flatten)]
+    pub http_client: HttpClientArgs,
     /// Probes: each REGISTERs a fresh topic on A and waits until B lists
     /// it, then UNREGISTERs it and waits until B no longer does.
     #[arg(long, default_value_t = 200)]
@@ -399,9 +483,12 @@ pub struct PropagationArgs {
 pub struct ConvergeArgs {
     #[command(flatten)]
     pub workload: WorkloadArgs,
-    /// HTTP address of the replica to watch converge.
+    /// HTTP address of the replica to watch converge: host:port or
+    /// https://host:port.
     #[arg(long, default_value = "127.0.0.1:4161")]
     pub http_address: String,
+    #[command(flatten)]
+    pub http_client: HttpClientArgs,
     /// First wait for GET /ready to answer 200 (cluster mode), and report
     /// that time too.
     #[arg(long)]
@@ -485,8 +572,8 @@ mod tests {
             ["127.0.0.1:1", "127.0.0.1:2"]
         );
         assert_eq!(
-            r.consumers.config(0.01).unwrap().http_addresses,
-            ["127.0.0.1:3"]
+            r.consumers.config(0.01).unwrap().addresses_text(),
+            "127.0.0.1:3"
         );
         // The default is one address; a repeated option adds to the list.
         let cli =
@@ -500,8 +587,8 @@ mod tests {
             panic!("not consumers")
         };
         assert_eq!(
-            c.consumers.config(0.0).unwrap().http_addresses,
-            ["127.0.0.1:4161"]
+            c.consumers.config(0.0).unwrap().addresses_text(),
+            "127.0.0.1:4161"
         );
         // Empty entries and missing ports are refused.
         assert_eq!(
@@ -518,6 +605,149 @@ mod tests {
             panic!("not fleet")
         };
         assert!(f.fleet.config().is_err());
+    }
+
+    #[test]
+    fn https_addresses_ca_files_and_secrets() {
+        let pki = crate::testtls::Pki::generate();
+        let ca = pki.ca_file.to_str().unwrap();
+        let cli = Cli::try_parse_from([
+            "b",
+            "consumers",
+            "--http-address",
+            "https://127.0.0.1:4162,http://127.0.0.1:4161,127.0.0.1:4163",
+            "--http-ca-file",
+            ca,
+            "--auth-secret",
+            "tok",
+        ])
+        .unwrap();
+        let Cmd::Consumers(c) = cli.cmd else {
+            panic!("not consumers")
+        };
+        let cfg = c.consumers.config(0.0).unwrap();
+        let schemes: Vec<&str> = cfg.http.iter().map(|t| t.scheme()).collect();
+        assert_eq!(schemes, ["https", "http", "http"]);
+        assert_eq!(
+            cfg.addresses_text(),
+            "https://127.0.0.1:4162,http://127.0.0.1:4161,127.0.0.1:4163"
+        );
+        let r = cfg.client.report(&cfg.http);
+        assert_eq!(r.scheme, "http+https");
+        assert!(r.auth_secret_sent && !r.client_certificate);
+        assert_eq!(r.verified_against, Some(format!("CA file {ca}")));
+        // The secret is in no setting written to the JSON, nor in Debug.
+        let settings = serde_json::to_string(&c.consumers).unwrap();
+        assert!(!settings.contains("tok"), "{settings}");
+        assert!(settings.contains("http_ca_file"), "{settings}");
+        assert!(!format!("{:?}", c.consumers).contains("\"tok\""));
+
+        // The defaults: plain, no TLS set up, no secret.
+        let Cmd::Consumers(c) = Cli::try_parse_from(["b", "consumers"]).unwrap().cmd else {
+            panic!("not consumers")
+        };
+        let cfg = c.consumers.config(0.0).unwrap();
+        assert!(cfg.client.tls.is_none() && cfg.client.secret.is_none());
+        assert_eq!(
+            cfg.client.report(&cfg.http).to_string(),
+            "http, no secret sent"
+        );
+
+        // A client certificate needs its key, and one secret source is enough.
+        let cert = pki.client_cert_file.to_str().unwrap();
+        let key = pki.client_key_file.to_str().unwrap();
+        assert!(Cli::try_parse_from(["b", "consumers", "--http-client-cert", cert]).is_err());
+        assert!(Cli::try_parse_from(["b", "consumers", "--http-client-key", key]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "b",
+                "consumers",
+                "--auth-secret",
+                "a",
+                "--auth-secret-file",
+                "f"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["b", "consumers", "--auth-secret", "a\nb"]).is_err());
+        let secret_file = pki.dir.path().join("secret");
+        std::fs::write(&secret_file, "from-file\n").unwrap();
+        let Cmd::Propagation(p) = Cli::try_parse_from([
+            "b",
+            "propagation",
+            "--http-address",
+            "https://localhost:4162",
+            "--http-ca-file",
+            ca,
+            "--http-client-cert",
+            cert,
+            "--http-client-key",
+            key,
+            "--auth-secret-file",
+            secret_file.to_str().unwrap(),
+        ])
+        .unwrap()
+        .cmd
+        else {
+            panic!("not propagation")
+        };
+        let (client, target) = p.http_client.single(&p.http_address).unwrap();
+        assert_eq!(
+            client.secret.as_ref().map(|s| s.expose()),
+            Some("from-file")
+        );
+        let r = client.report(std::slice::from_ref(&target));
+        assert_eq!(
+            r.to_string(),
+            format!(
+                "https (server verified against CA file {ca}, client certificate sent), Bearer secret sent"
+            )
+        );
+        // Bad entries and unreadable files stop the run before it starts.
+        for bad in [
+            vec!["--http-address", "https://127.0.0.1"],
+            vec!["--http-address", "ftp://127.0.0.1:1"],
+            vec!["--http-address", "a:1,,b:2"],
+            vec!["--http-ca-file", "/nonexistent/ca.pem"],
+            vec!["--auth-secret-file", "/nonexistent/secret"],
+        ] {
+            let mut args = vec!["b", "consumers"];
+            args.extend(bad.iter().copied());
+            let Cmd::Consumers(c) = Cli::try_parse_from(&args).unwrap().cmd else {
+                panic!("not consumers")
+            };
+            assert!(c.consumers.config(0.0).is_err(), "{bad:?} was accepted");
+        }
+        // --verify-http and converge take https too.
+        let Cmd::Fleet(f) = Cli::try_parse_from([
+            "b",
+            "fleet",
+            "--verify-http",
+            "https://127.0.0.1:4162",
+            "--http-ca-file",
+            ca,
+        ])
+        .unwrap()
+        .cmd
+        else {
+            panic!("not fleet")
+        };
+        assert_eq!(
+            f.http_client
+                .single(f.verify_http.as_deref().unwrap())
+                .unwrap()
+                .1
+                .scheme(),
+            "https"
+        );
+        let Cmd::Converge(c) =
+            Cli::try_parse_from(["b", "converge", "--http-address", "https://[::1]:4162"])
+                .unwrap()
+                .cmd
+        else {
+            panic!("not converge")
+        };
+        assert_eq!(c.http_address, "https://[::1]:4162");
     }
 
     #[test]

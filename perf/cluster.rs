@@ -211,10 +211,12 @@ pub async fn propagation(a: PropagationArgs) -> Result<Outcome, String> {
             "probe topic {last:?} is not a valid NSQ name (shorten --topic-prefix)"
         ));
     }
+    let (client, target) = a.http_client.single(&a.http_address)?;
     let mut rep = new_report("propagation", &a.output);
     rep.settings = serde_json::json!({ "propagation": a });
     rep.tcp_address = Some(a.tcp_address.clone());
     rep.http_address = Some(a.http_address.clone());
+    rep.http_client = Some(client.report(std::slice::from_ref(&target)));
     let k = a.probe_nodes.max(1);
     note(&format!(
         "propagation: {} probes by {k} probe nodes, REGISTER on {} -> /lookup on {}",
@@ -239,7 +241,7 @@ pub async fn propagation(a: PropagationArgs) -> Result<Outcome, String> {
         ));
     }
     let mut b = Poller {
-        conn: HttpConn::new(&a.http_address),
+        conn: HttpConn::new(target),
         polls: 0,
         errors: Errors::default(),
     };
@@ -522,15 +524,18 @@ pub async fn converge(a: ConvergeArgs) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let end = t0 + a.converge_timeout;
     let w = Arc::new(a.workload.workload()?);
+    let (client, target) = a.http_client.single(&a.http_address)?;
     let mut rep = new_report("converge", &a.output);
     rep.settings = serde_json::json!({
         "http_address": a.http_address,
+        "http_client": a.http_client,
         "wait_ready": a.wait_ready,
         "converge_timeout_s": a.converge_timeout.as_secs_f64(),
         "poll_interval_s": a.poll_interval.as_secs_f64(),
         "connections": a.connections,
     });
     rep.http_address = Some(a.http_address.clone());
+    rep.http_client = Some(client.report(std::slice::from_ref(&target)));
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
     let topics = if a.check_topics == 0 {
         (0..w.covered_topics()).collect()
@@ -540,7 +545,7 @@ pub async fn converge(a: ConvergeArgs) -> Result<Outcome, String> {
     let mut cv = Convergence::new(topics);
     let mut errors = Errors::default();
     let mut lookups = 0u64;
-    let mut conn = HttpConn::new(&a.http_address);
+    let mut conn = HttpConn::new(target.clone());
 
     // Up: anything answered (a replica still starting refuses connections).
     let http_up_s = wait_for_status(&mut conn, "/ping", |_| true, t0, end, &a, &mut errors).await;
@@ -562,7 +567,7 @@ pub async fn converge(a: ConvergeArgs) -> Result<Outcome, String> {
         a.http_address
     ));
     let mut conns: Vec<HttpConn> = (0..a.connections.max(1))
-        .map(|_| HttpConn::new(&a.http_address))
+        .map(|_| HttpConn::new(target.clone()))
         .collect();
     let mut last_problems = Vec::new();
     while http_up_s.is_some() && !cv.pending.is_empty() && Instant::now() < end {

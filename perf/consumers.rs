@@ -45,9 +45,10 @@ use tokio::sync::Semaphore;
 
 use crate::check::{self, Carrier};
 use crate::fleet::NodeStates;
-use crate::httpc::HttpConn;
+use crate::httpc::{HttpConn, Target};
 use crate::scheme::Workload;
 use crate::stats::{Errors, Latency};
+use crate::tls::HttpClient;
 
 /// Percentages of non-lookup requests (the rest are `/lookup`).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -60,9 +61,11 @@ pub struct Mix {
 /// How to load the HTTP side.
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
-    /// Worker `i` asks `http_addresses[i % n]` (several replicas of a
-    /// cluster, or one server).
-    pub http_addresses: Vec<String>,
+    /// Worker `i` asks `http[i % n]` (several replicas of a cluster, or
+    /// one server), each over http or https.
+    pub http: Vec<Arc<Target>>,
+    /// The TLS configuration and secret the targets were made with.
+    pub client: HttpClient,
     pub workers: usize,
     /// Total requests per second over all workers; 0 = closed loop.
     pub rate: f64,
@@ -78,13 +81,14 @@ pub struct ConsumerConfig {
 
 impl ConsumerConfig {
     /// The address worker `worker` asks.
-    pub fn address_of(&self, worker: usize) -> &str {
-        &self.http_addresses[worker % self.http_addresses.len().max(1)]
+    pub fn address_of(&self, worker: usize) -> &Arc<Target> {
+        &self.http[worker % self.http.len().max(1)]
     }
 
-    /// The addresses as given (`a,b`), for reports.
+    /// The addresses as given (`a,https://b`), for reports.
     pub fn addresses_text(&self) -> String {
-        self.http_addresses.join(",")
+        let list: Vec<&str> = self.http.iter().map(|t| t.address.as_str()).collect();
+        list.join(",")
     }
 }
 
@@ -411,7 +415,7 @@ pub async fn run(
         .map(|i| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let mut conn = HttpConn::new(ctx.cfg.address_of(i));
+                let mut conn = HttpConn::new(ctx.cfg.address_of(i).clone());
                 // A failure is retried, and counted, by the first request.
                 let _ = conn.connect(ctx.cfg.http_timeout).await;
                 conn
@@ -422,7 +426,7 @@ pub async fn run(
     for (i, c) in connecting.into_iter().enumerate() {
         conns.push(
             c.await
-                .unwrap_or_else(|_| HttpConn::new(ctx.cfg.address_of(i))),
+                .unwrap_or_else(|_| HttpConn::new(ctx.cfg.address_of(i).clone())),
         );
     }
     if !ctx.cfg.warmup.is_zero() {
@@ -620,7 +624,7 @@ fn carriers(states: &NodeStates, before: &[(usize, u64)]) -> Vec<Carrier> {
 pub async fn verify_topics(
     w: Arc<Workload>,
     states: Arc<NodeStates>,
-    http_address: &str,
+    http: &Arc<Target>,
     topics: Vec<usize>,
     http_timeout: Duration,
 ) -> (u64, u64, Vec<String>) {
@@ -629,7 +633,7 @@ pub async fn verify_topics(
     let mut handles = Vec::new();
     for _ in 0..4 {
         let (w, states, topics, next) = (w.clone(), states.clone(), topics.clone(), next.clone());
-        let mut conn = HttpConn::new(http_address);
+        let mut conn = HttpConn::new(http.clone());
         handles.push(tokio::spawn(async move {
             let (mut checked, mut failed, mut problems) = (0u64, 0u64, Vec::new());
             loop {

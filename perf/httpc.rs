@@ -1,16 +1,33 @@
 //! A minimal HTTP/1.1 keep-alive client: one connection, one request at a
-//! time, `GET` only. Hand-written so the load generator spends as little of
-//! its core as possible per request (no header maps, no per-request
-//! allocation once warmed up). It understands `Content-Length`, `chunked`
-//! and `Connection: close`, which covers this server and Go's net/http.
+//! time, `GET` only, over plain TCP or TLS (rustls). Hand-written so the
+//! load generator spends as little of its core as possible per request (no
+//! header maps, no per-request allocation once warmed up: the request's
+//! fixed part, `Host` and `Authorization` included, is rendered once per
+//! [`Target`]). It understands `Content-Length`, `chunked` and
+//! `Connection: close`, which covers this server and Go's net/http.
+//!
+//! The stream is an enum of the two kinds rather than a trait object: a
+//! read or write is one well-predicted branch, and the plain path is the
+//! same `TcpStream` calls as before TLS existed. A TLS connection does
+//! its handshake when it is opened (within the request's time limit) and
+//! then stays open across requests like a plain one.
 
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::stats::io_kind;
+use crate::tls::{Endpoint, Secret, Tls, handshake_error_kind, rustls_error_kind};
 
 /// Larger response heads or bodies are refused rather than buffered.
 const MAX_BODY: usize = 256 << 20;
@@ -47,10 +64,160 @@ enum BodyAt {
     Chunked,
 }
 
+/// One server to ask, and how: made once from an `--http-address` entry
+/// and shared by every connection to it.
+pub struct Target {
+    /// The entry as given (`https://host:port` or `host:port`), for reports.
+    pub address: String,
+    /// `host:port`, connected to.
+    connect: String,
+    /// For `https://`: the configuration and the name the server's
+    /// certificate must carry.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Whether requests carry `Authorization: Bearer`.
+    secret_sent: bool,
+    /// The request after its path: ` HTTP/1.1`, `Host`, the fixed headers
+    /// (`Authorization` included) and the blank line.
+    head_tail: Box<[u8]>,
+}
+
+impl Target {
+    /// `endpoint`, asked with `secret` on every request. An `https://`
+    /// endpoint needs `tls`.
+    pub fn new(
+        endpoint: &Endpoint,
+        tls: Option<&Tls>,
+        secret: Option<&Secret>,
+    ) -> Result<Arc<Target>, String> {
+        let tls = match (endpoint.tls, tls) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(format!(
+                    "{}: https needs a TLS configuration",
+                    endpoint.given
+                ));
+            }
+            (true, Some(t)) => {
+                let name = ServerName::try_from(endpoint.host.clone()).map_err(|_| {
+                    format!(
+                        "{}: {:?} is not a valid TLS server name",
+                        endpoint.given, endpoint.host
+                    )
+                })?;
+                Some((TlsConnector::from(t.config.clone()), name))
+            }
+        };
+        let mut tail = Vec::with_capacity(128);
+        tail.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        tail.extend_from_slice(endpoint.authority.as_bytes());
+        tail.extend_from_slice(b"\r\nUser-Agent: nsqlookupd-bench\r\nAccept: */*\r\n");
+        if let Some(s) = secret {
+            tail.extend_from_slice(b"Authorization: Bearer ");
+            tail.extend_from_slice(s.expose().as_bytes());
+            tail.extend_from_slice(b"\r\n");
+        }
+        tail.extend_from_slice(b"\r\n");
+        Ok(Arc::new(Target {
+            address: endpoint.given.clone(),
+            connect: endpoint.authority.clone(),
+            tls,
+            secret_sent: secret.is_some(),
+            head_tail: tail.into_boxed_slice(),
+        }))
+    }
+
+    /// A plain `host:port`, no secret.
+    #[cfg(test)]
+    pub fn plain(addr: &str) -> Arc<Target> {
+        Target::new(&Endpoint::plain(addr), None, None).expect("plain targets always build")
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    pub fn secret_sent(&self) -> bool {
+        self.secret_sent
+    }
+}
+
+impl fmt::Debug for Target {
+    /// The address and scheme only: the head holds the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("address", &self.address)
+            .field("scheme", &self.scheme())
+            .field("secret_sent", &self.secret_sent)
+            .finish()
+    }
+}
+
+/// An open connection: plain, or TLS over TCP (boxed: a rustls session is
+/// about a kilobyte, and it is allocated once per connection, not per
+/// request).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Stream {
+    /// Writes the whole request. TLS buffers records in the session, so
+    /// it is flushed too; a plain socket has nothing to flush.
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+        }
+    }
+}
+
 /// A keep-alive connection to one server.
 pub struct HttpConn {
-    addr: String,
-    stream: Option<TcpStream>,
+    target: Arc<Target>,
+    stream: Option<Stream>,
     req: Vec<u8>,
     buf: Vec<u8>,
     chunked: Vec<u8>,
@@ -65,9 +232,9 @@ pub struct Response<'a> {
 }
 
 impl HttpConn {
-    pub fn new(addr: &str) -> Self {
+    pub fn new(target: Arc<Target>) -> Self {
         HttpConn {
-            addr: addr.to_string(),
+            target,
             stream: None,
             req: Vec::with_capacity(256),
             buf: Vec::with_capacity(64 * 1024),
@@ -76,17 +243,39 @@ impl HttpConn {
         }
     }
 
-    /// Opens the connection now (`get` opens it when needed otherwise).
+    /// A connection to a plain `host:port` (no TLS, no secret).
+    #[cfg(test)]
+    pub fn plain(addr: &str) -> Self {
+        HttpConn::new(Target::plain(addr))
+    }
+
+    /// Opens the connection now (`get` opens it when needed otherwise),
+    /// TLS handshake included, within `limit`.
     pub async fn connect(&mut self, limit: Duration) -> Result<(), HttpError> {
-        let s = match timeout(limit, TcpStream::connect(&self.addr)).await {
-            Err(_) => return Err(HttpError::Timeout),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(HttpError::ConnectRefused);
+        let target = self.target.clone();
+        let opened = timeout(limit, async {
+            let s = match TcpStream::connect(&target.connect).await {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    return Err(HttpError::ConnectRefused);
+                }
+                Err(e) => return Err(HttpError::Connect(io_kind(&e))),
+                Ok(s) => s,
+            };
+            let _ = s.set_nodelay(true);
+            match &target.tls {
+                None => Ok(Stream::Plain(s)),
+                Some((connector, name)) => connector
+                    .connect(name.clone(), s)
+                    .await
+                    .map(|t| Stream::Tls(Box::new(t)))
+                    .map_err(|e| HttpError::Connect(handshake_error_kind(&e))),
             }
-            Ok(Err(e)) => return Err(HttpError::Connect(io_kind(&e))),
-            Ok(Ok(s)) => s,
+        })
+        .await;
+        let s = match opened {
+            Err(_) => return Err(HttpError::Timeout),
+            Ok(r) => r?,
         };
-        let _ = s.set_nodelay(true);
         self.stream = Some(s);
         self.connects += 1;
         Ok(())
@@ -99,10 +288,7 @@ impl HttpConn {
         self.req.clear();
         self.req.extend_from_slice(b"GET ");
         self.req.extend_from_slice(path.as_bytes());
-        self.req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        self.req.extend_from_slice(self.addr.as_bytes());
-        self.req
-            .extend_from_slice(b"\r\nUser-Agent: nsqlookupd-bench\r\nAccept: */*\r\n\r\n");
+        self.req.extend_from_slice(&self.target.head_tail);
         let deadline = tokio::time::Instant::now() + limit;
         let r = match tokio::time::timeout_at(deadline, self.exchange(limit, true)).await {
             Ok(r) => r,
@@ -146,10 +332,7 @@ impl HttpConn {
             return Err(HttpError::Io("reset"));
         };
         self.buf.clear();
-        stream
-            .write_all(&self.req)
-            .await
-            .map_err(|e| HttpError::Io(io_kind(&e)))?;
+        stream.send(&self.req).await.map_err(|e| io_error(&e))?;
 
         // Status line and headers.
         let head_end = loop {
@@ -205,13 +388,20 @@ impl HttpConn {
             }
             BodyAt::Buf(head_end, head_end + len)
         } else {
-            // No length: the body runs to the end of the connection.
+            // No length: the body runs to the end of the connection (over
+            // TLS, a peer that closes without close_notify ends it too).
             loop {
                 match stream.read_buf(&mut self.buf).await {
                     Ok(0) => break,
                     Ok(_) if self.buf.len() > MAX_BODY => return Err(HttpError::BadResponse),
                     Ok(_) => {}
-                    Err(e) => return Err(HttpError::Io(io_kind(&e))),
+                    Err(e)
+                        if e.kind() == io::ErrorKind::UnexpectedEof
+                            && matches!(stream, Stream::Tls(_)) =>
+                    {
+                        break;
+                    }
+                    Err(e) => return Err(io_error(&e)),
                 }
             }
             self.stream = None;
@@ -224,15 +414,21 @@ impl HttpConn {
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), HttpError> {
+async fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> Result<(), HttpError> {
     if buf.capacity() - buf.len() < 16 * 1024 {
         buf.reserve(64 * 1024);
     }
     match stream.read_buf(buf).await {
         Ok(0) => Err(HttpError::Io("reset")),
         Ok(_) => Ok(()),
-        Err(e) => Err(HttpError::Io(io_kind(&e))),
+        Err(e) => Err(io_error(&e)),
     }
+}
+
+/// An error of an open connection, by kind; a TLS one (only ever made on
+/// a TLS stream) is named as such.
+fn io_error(e: &io::Error) -> HttpError {
+    HttpError::Io(rustls_error_kind(e).unwrap_or_else(|| io_kind(e)))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -327,12 +523,12 @@ mod tests {
     #[tokio::test]
     async fn reads_chunked_and_length_bodies() {
         let addr = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").await;
-        let mut c = HttpConn::new(&addr);
+        let mut c = HttpConn::plain(&addr);
         let r = c.get("/x", Duration::from_secs(5)).await.unwrap();
         assert_eq!((r.status, r.body), (200, &b"hello world"[..]));
 
         let addr = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno").await;
-        let mut c = HttpConn::new(&addr);
+        let mut c = HttpConn::plain(&addr);
         let r = c.get("/x", Duration::from_secs(5)).await.unwrap();
         assert_eq!((r.status, r.body), (404, &b"no"[..]));
     }
@@ -342,8 +538,118 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         drop(l);
-        let mut c = HttpConn::new(&addr);
+        let mut c = HttpConn::plain(&addr);
         let e = c.get("/", Duration::from_secs(5)).await.err();
         assert_eq!(e, Some(HttpError::ConnectRefused));
+    }
+
+    fn https(addr: std::net::SocketAddr) -> Endpoint {
+        crate::tls::parse_endpoint(&format!("https://{addr}")).unwrap()
+    }
+
+    const BODY: &[u8] = br#"{"channels":[],"producers":[]}"#;
+
+    #[test]
+    fn the_request_head_is_rendered_once_with_host_and_secret() {
+        let e = crate::tls::parse_endpoint("http://h.example:4161").unwrap();
+        let secret = Secret::new("tok").unwrap();
+        let t = Target::new(&e, None, Some(&secret)).unwrap();
+        assert_eq!(
+            &t.head_tail[..],
+            &b" HTTP/1.1\r\nHost: h.example:4161\r\nUser-Agent: nsqlookupd-bench\r\nAccept: */*\r\nAuthorization: Bearer tok\r\n\r\n"[..]
+        );
+        assert!(t.secret_sent() && t.scheme() == "http");
+        assert!(!format!("{t:?}").contains("tok\""), "{t:?}");
+        let t = Target::plain("127.0.0.1:1");
+        assert!(!t.secret_sent());
+        assert!(!String::from_utf8_lossy(&t.head_tail).contains("Authorization"));
+        // https without a TLS configuration is a set-up error.
+        let e = crate::tls::parse_endpoint("https://h:1").unwrap();
+        assert!(Target::new(&e, None, None).is_err());
+    }
+
+    #[tokio::test]
+    async fn keeps_a_verified_tls_connection_and_sends_the_bearer_secret() {
+        let pki = crate::testtls::Pki::generate();
+        let srv = crate::testtls::FixedServer::start(pki.server_config(false), BODY).await;
+        let tls = crate::tls::client_config(Some(&pki.ca_file), None).unwrap();
+        let secret = Secret::new("s3cret").unwrap();
+        let t = Target::new(&https(srv.addr), Some(&tls), Some(&secret)).unwrap();
+        assert_eq!(t.scheme(), "https");
+        let mut c = HttpConn::new(t);
+        for i in 0..5 {
+            let r = c
+                .get(&format!("/lookup?topic=t{i}"), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!((r.status, r.body), (200, BODY));
+        }
+        // One connection, one handshake, for every request.
+        assert_eq!(c.connects, 1);
+        assert_eq!(srv.sessions.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let heads = srv.heads();
+        assert_eq!(heads.len(), 5);
+        for (i, h) in heads.iter().enumerate() {
+            assert!(
+                h.starts_with(&format!("GET /lookup?topic=t{i} HTTP/1.1\r\n")),
+                "{h}"
+            );
+            assert!(h.contains("\r\nAuthorization: Bearer s3cret"), "{h}");
+            assert!(h.contains(&format!("\r\nHost: {}", srv.addr)), "{h}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_a_server_its_ca_did_not_sign() {
+        let pki = crate::testtls::Pki::generate();
+        let srv = crate::testtls::FixedServer::start(pki.server_config(false), BODY).await;
+        let tls = crate::tls::client_config(Some(&pki.other_ca_file), None).unwrap();
+        let mut c = HttpConn::new(Target::new(&https(srv.addr), Some(&tls), None).unwrap());
+        let e = c.get("/lookup?topic=x", Duration::from_secs(5)).await.err();
+        assert_eq!(e.map(HttpError::kind), Some("tls_bad_certificate"));
+        // The name is checked too: a certificate the CA signed for
+        // other.example does not do for 127.0.0.1.
+        let misnamed = crate::testtls::FixedServer::start(pki.misnamed_server_config(), BODY).await;
+        let tls = crate::tls::client_config(Some(&pki.ca_file), None).unwrap();
+        let mut c = HttpConn::new(Target::new(&https(misnamed.addr), Some(&tls), None).unwrap());
+        let e = c.get("/lookup?topic=x", Duration::from_secs(5)).await.err();
+        assert_eq!(e.map(HttpError::kind), Some("tls_bad_certificate"));
+        assert!(misnamed.heads().is_empty(), "no request went out");
+        // While the right server is good under its DNS name too.
+        let by_name =
+            crate::tls::parse_endpoint(&format!("https://localhost:{}", srv.addr.port())).unwrap();
+        let mut c = HttpConn::new(Target::new(&by_name, Some(&tls), None).unwrap());
+        let r = c
+            .get("/lookup?topic=x", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.body), (200, BODY));
+        assert_eq!(srv.heads().len(), 1);
+        // A plain client talking to the TLS port gets no valid answer.
+        let mut c = HttpConn::plain(&srv.addr.to_string());
+        assert!(c.get("/", Duration::from_secs(2)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn presents_a_client_certificate_when_the_server_requires_one() {
+        let pki = crate::testtls::Pki::generate();
+        let srv = crate::testtls::FixedServer::start(pki.server_config(true), BODY).await;
+        let with = crate::tls::client_config(
+            Some(&pki.ca_file),
+            Some((&pki.client_cert_file, &pki.client_key_file)),
+        )
+        .unwrap();
+        let mut c = HttpConn::new(Target::new(&https(srv.addr), Some(&with), None).unwrap());
+        let r = c
+            .get("/lookup?topic=x", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.body), (200, BODY));
+        // Without one, TLS 1.3 reports the refusal on the first read.
+        let without = crate::tls::client_config(Some(&pki.ca_file), None).unwrap();
+        let mut c = HttpConn::new(Target::new(&https(srv.addr), Some(&without), None).unwrap());
+        let e = c.get("/lookup?topic=x", Duration::from_secs(5)).await.err();
+        assert_eq!(e.map(HttpError::kind), Some("tls_alert"));
+        assert_eq!(srv.heads().len(), 1);
     }
 }

@@ -22,6 +22,9 @@ mod progress;
 mod report;
 mod scheme;
 mod stats;
+#[cfg(test)]
+mod testtls;
+mod tls;
 mod wire;
 
 use std::process::ExitCode;

@@ -10,6 +10,7 @@ use crate::ceiling::{self, CeilingProcess};
 use crate::cli::{CeilingArgs, ConsumersOnlyArgs, FleetArgs, FleetOnlyArgs, OutputArgs, RunArgs};
 use crate::consumers::{self, ConsumerConfig, ConsumerStats, KINDS};
 use crate::fleet::{Fleet, FleetConfig, FleetStats, NodeStates, Phase};
+use crate::httpc::Target;
 use crate::plot;
 use crate::procstat::{self, MachineProbe, Probe, ProcDelta};
 use crate::progress::{Progress, note};
@@ -19,6 +20,7 @@ use crate::report::{
 };
 use crate::scheme::Workload;
 use crate::stats::Latency;
+use crate::tls::Endpoint;
 
 /// A finished run: its figures and the distributions to plot.
 pub struct Outcome {
@@ -78,6 +80,7 @@ fn load_report(
     let total_bytes: u64 = s.bytes_by_kind.iter().sum();
     LoadReport {
         http_address: cfg.addresses_text(),
+        http_client: cfg.client.report(&cfg.http),
         loop_kind: if cfg.rate > 0.0 { "open" } else { "closed" }.into(),
         rate: cfg.rate,
         workers: cfg.workers,
@@ -283,7 +286,7 @@ fn fleet_sections(
 async fn final_check(
     w: &Arc<Workload>,
     fleet: &Fleet,
-    http: &str,
+    http: &Arc<Target>,
     topics: usize,
     timeout: Duration,
     rep: &mut Report,
@@ -301,8 +304,9 @@ async fn final_check(
     }
     let list = consumers::spread_topics(w, topics);
     note(&format!(
-        "checking /lookup of {} topics at rest on {http}",
-        list.len()
+        "checking /lookup of {} topics at rest on {}",
+        list.len(),
+        http.address
     ));
     let (checked, failed, problems) =
         consumers::verify_topics(w.clone(), fleet.states(), http, list, timeout).await;
@@ -379,7 +383,9 @@ async fn ceiling_load(
         cpus.map(|c| format!(" (cpus {c})")).unwrap_or_default()
     ));
     let mut cfg = cfg.clone();
-    cfg.http_addresses = vec![server.addr.clone()];
+    // Plain HTTP (the ceiling server has no TLS), with the same secret, so
+    // that the requests are the same bytes.
+    cfg.http = vec![cfg.client.target(&Endpoint::plain(&server.addr))?];
     cfg.check_sample = 0.0;
     let probe = Probe::start(&server.pid.to_string());
     let me = Probe::start("self");
@@ -402,6 +408,7 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
         serde_json::json!({"fleet": a.fleet, "consumers": a.consumers, "ceiling": a.ceiling});
     rep.tcp_address = Some(a.fleet.tcp_address.join(","));
     rep.http_address = Some(ccfg.addresses_text());
+    rep.http_client = Some(ccfg.client.report(&ccfg.http));
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
     let mut plots = Vec::new();
     let pid = a.output.server_pid.map(|p| p.to_string());
@@ -466,7 +473,7 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
         plots.push(("lookup (server)".to_string(), stats.latency.clone()));
         fleet.stop_churn();
         // Every replica asked must give the right answers at rest.
-        for http in &ccfg.http_addresses {
+        for http in &ccfg.http {
             final_check(
                 &w,
                 &fleet,
@@ -512,10 +519,22 @@ async fn stop_signal() {
 pub async fn fleet_only(a: FleetOnlyArgs) -> Result<Outcome, String> {
     let w = Arc::new(a.workload.workload()?);
     let fcfg = a.fleet.config()?;
+    let verify = a
+        .verify_http
+        .as_deref()
+        .map(|h| a.http_client.single(h))
+        .transpose()?;
     let mut rep = new_report("fleet", &a.output);
-    rep.settings = serde_json::json!({"fleet": a.fleet, "duration_s": a.duration.as_secs_f64()});
+    rep.settings = serde_json::json!({
+        "fleet": a.fleet,
+        "duration_s": a.duration.as_secs_f64(),
+        "http_client": a.http_client,
+    });
     rep.tcp_address = Some(a.fleet.tcp_address.join(","));
     rep.http_address = a.verify_http.clone();
+    rep.http_client = verify
+        .as_ref()
+        .map(|(c, t)| c.report(std::slice::from_ref(t)));
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
     let mut plots = Vec::new();
     let pid = a.output.server_pid.map(|p| p.to_string());
@@ -533,7 +552,7 @@ pub async fn fleet_only(a: FleetOnlyArgs) -> Result<Outcome, String> {
             _ = stop_signal() => note("interrupted"),
         }
         fleet.stop_churn();
-        if let Some(http) = &a.verify_http {
+        if let Some((_, http)) = &verify {
             final_check(
                 &w,
                 &fleet,
@@ -563,6 +582,7 @@ pub async fn consumers_only(a: ConsumersOnlyArgs) -> Result<Outcome, String> {
     let mut rep = new_report("consumers", &a.output);
     rep.settings = serde_json::json!({"consumers": a.consumers});
     rep.http_address = Some(cfg.addresses_text());
+    rep.http_client = Some(cfg.client.report(&cfg.http));
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
     let states = (cfg.check_sample > 0.0).then(|| Arc::new(NodeStates::all_registered(w.nodes)));
     let pid = a.output.server_pid.map(|p| p.to_string());

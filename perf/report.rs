@@ -10,6 +10,7 @@ use crate::presets::Preset;
 use crate::procstat::ProcDelta;
 use crate::scheme::Workload;
 use crate::stats::{Errors, LatencySummary};
+use crate::tls::HttpClientReport;
 
 /// Everything measured in one invocation.
 #[derive(Serialize, Default)]
@@ -21,6 +22,9 @@ pub struct Report {
     pub started_at_unix: u64,
     pub tcp_address: Option<String>,
     pub http_address: Option<String>,
+    /// How the server under test was asked over HTTP: scheme, TLS
+    /// verification, whether the Bearer secret was sent.
+    pub http_client: Option<HttpClientReport>,
     pub server_pid: Option<u32>,
     pub workload: Option<WorkloadReport>,
     pub registration: Option<RegistrationReport>,
@@ -232,6 +236,8 @@ pub struct StormReport {
 #[derive(Serialize, Default)]
 pub struct LoadReport {
     pub http_address: String,
+    /// Scheme, TLS verification, whether the Bearer secret was sent.
+    pub http_client: HttpClientReport,
     /// "closed" or "open".
     pub loop_kind: String,
     /// Target rate when open loop.
@@ -448,6 +454,13 @@ impl Report {
         if let Some(l) = &self.label {
             let _ = writeln!(o, "label: {l}");
         }
+        if let Some(h) = &self.http_client {
+            let _ = writeln!(
+                o,
+                "HTTP: {} over {h}",
+                self.http_address.as_deref().unwrap_or("-")
+            );
+        }
         if let Some(w) = &self.workload {
             let _ = writeln!(
                 o,
@@ -594,7 +607,7 @@ impl Report {
             for (name, l) in &loads {
                 let _ = writeln!(
                     o,
-                    "  {name}: {} loop{}, {} workers, {:.1} s, {} ok, body ~{} B, {} connects",
+                    "  {name}: {} loop{}, {} workers, {:.1} s, {} ok, body ~{} B, {} connects; {}{}",
                     l.loop_kind,
                     if l.rate > 0.0 {
                         format!(" at {}/s", fmt_int(l.rate as u64))
@@ -607,7 +620,13 @@ impl Report {
                     l.mean_body_bytes
                         .map(|b| fmt_int(b as u64))
                         .unwrap_or("-".into()),
-                    l.connects
+                    l.connects,
+                    l.http_client.scheme,
+                    if l.http_client.auth_secret_sent {
+                        ", Bearer secret sent"
+                    } else {
+                        ""
+                    }
                 );
                 if l.unsent > 0 {
                     let _ = writeln!(

@@ -1,4 +1,4 @@
-//! The accept loop both listeners share: accept, cap the number of open
+//! The accept loop every listener shares: accept, cap the number of open
 //! connections, refuse (and count) the excess.
 //!
 //! A refused connection is closed at once, before any byte is read, so a
@@ -29,7 +29,7 @@ pub struct Accepted {
 /// A listener with a connection cap.
 pub struct Acceptor {
     listener: TcpListener,
-    /// `TCP` or `HTTP`, for the logs.
+    /// `TCP`, `HTTP` or `HTTPS`, for the logs.
     name: &'static str,
     slots: Arc<Semaphore>,
     max: usize,
@@ -61,6 +61,14 @@ impl Acceptor {
             allow: None,
             outsiders: LogThrottle::new(Duration::from_secs(1)),
         }
+    }
+
+    /// Takes its slots from `slots`, a pool shared with other listeners
+    /// (HTTP and HTTPS share `--max-http-connections`); `max` stays the
+    /// number reported when the pool is empty.
+    pub fn with_slots(mut self, slots: Arc<Semaphore>) -> Self {
+        self.slots = slots;
+        self
     }
 
     /// Closes connections from peers outside `allow` at accept, before a

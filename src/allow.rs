@@ -60,6 +60,44 @@ impl std::fmt::Display for AllowList {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn any_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
+        ]
+    }
+
+    proptest! {
+        /// No flag value panics the parser.
+        #[test]
+        fn any_text_parses_without_panic(s in "\\PC{0,64}") {
+            let _ = AllowList::parse(&s);
+        }
+
+        /// A network of any prefix length round-trips through its text and
+        /// contains exactly the addresses whose first `len` bits match.
+        #[test]
+        fn networks_match_by_prefix(net in any_ip(), len in 0u8..=128, probe in any_ip()) {
+            let len = if net.is_ipv4() { len % 33 } else { len };
+            let text = format!("{net}/{len}");
+            let list = AllowList::parse(&text).unwrap();
+            prop_assert_eq!(AllowList::parse(&list.to_string()).unwrap(), list.clone());
+            let bits = |ip: IpAddr| -> (u128, u8) {
+                match ip.to_canonical() {
+                    IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                    IpAddr::V6(v6) => (u128::from(v6), 128),
+                }
+            };
+            let (n, width) = bits(net);
+            let (p, probe_width) = bits(probe);
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            let expected = width == probe_width && (n & mask) == (p & mask);
+            prop_assert_eq!(list.allows(probe), expected, "{} vs {}", text, probe);
+            prop_assert!(list.allows(net));
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -7,13 +7,15 @@
 //! - [`tcp`]: the nsqd-facing protocol: [`tcp::codec`] frames bytes into
 //!   commands, [`tcp::session`] applies one connection's commands to the
 //!   registry, [`tcp::listener`] accepts connections.
-//! - [`http`]: the consumer and admin API on hyper; handlers only read
-//!   registry snapshots (or call its admin writes).
+//! - [`http`]: the consumer and admin API on hyper, over plain HTTP and
+//!   HTTPS; handlers only read registry snapshots (or call its admin writes).
+//! - [`tls`]: HTTPS's rustls configuration (`--tls-*`), its reload on
+//!   SIGHUP and the handshake; knows nothing of HTTP.
 //! - [`cluster`]: cluster mode (`--etcd-endpoints`): publishes this
 //!   replica's registrations to etcd and applies the other replicas' to the
 //!   registry through its public API; the registry knows nothing of it.
 //! - [`config`]: flags, the TOML config file and Go durations.
-//! - [`server`]: binds both listeners, runs them, shuts them down;
+//! - [`server`]: binds the listeners, runs them, shuts them down;
 //!   [`accept`]: their shared accept loop with its connection cap and
 //!   [`allow`]'s source-address allow-list (`--tcp-allow`).
 //! - [`logging`]: log lines in the original's format.
@@ -37,6 +39,7 @@ pub mod registry;
 pub mod server;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 
 /// The NSQ release whose protocol this server speaks; reported by `/info`,
 /// IDENTIFY and `--version` (clients compare against it).

@@ -21,6 +21,7 @@ use crate::access::{Access, Class, Refusal};
 use crate::registry::Registry;
 use crate::stats::{
     ClusterStats, HTTP_ROUTES, HTTP_STATUSES, Limit, Stats, TCP_COMMANDS, TCP_ERROR_CODES,
+    TLS_HANDSHAKE_FAILURES, TlsStats,
 };
 
 /// The git commit the binary was built from.
@@ -254,6 +255,9 @@ impl Collector for Exporter {
         if self.access.enabled() {
             encode_access(&self.access, &mut e)?;
         }
+        if s.tls.enabled.load(Relaxed) {
+            encode_tls(&s.tls, &mut e)?;
+        }
         Ok(())
     }
 }
@@ -410,6 +414,57 @@ fn encode_cluster(c: &ClusterStats, e: &mut DescriptorEncoder) -> std::fmt::Resu
         MetricType::Histogram,
     )?;
     lag.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+}
+
+/// The HTTPS listener's series (only when it is on: output without TLS is
+/// as before). Its connections also count in the `http_connections` series.
+fn encode_tls(t: &TlsStats, e: &mut DescriptorEncoder) -> std::fmt::Result {
+    gauge(
+        e,
+        "nsqlookupd_https_connections",
+        "Open HTTPS connections (also counted as HTTP connections)",
+        as_i64(t.connections_open.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_https_connections_accepted",
+        "HTTPS connections accepted",
+        t.connections_total.load(Relaxed),
+    )?;
+    counter(
+        e,
+        "nsqlookupd_tls_handshakes",
+        "TLS handshakes completed",
+        t.handshakes.load(Relaxed),
+    )?;
+    let mut failures = e.encode_descriptor(
+        "nsqlookupd_tls_handshake_failures",
+        "TLS handshakes failed, by reason",
+        None,
+        MetricType::Counter,
+    )?;
+    for (i, reason) in TLS_HANDSHAKE_FAILURES.iter().enumerate() {
+        ConstCounter::new(t.handshake_failures[i].load(Relaxed))
+            .encode(failures.encode_family(&[("reason", *reason)])?)?;
+    }
+    let mut reloads = e.encode_descriptor(
+        "nsqlookupd_tls_certificate_reloads",
+        "Reloads of the TLS certificate, key and CA (SIGHUP), by result",
+        None,
+        MetricType::Counter,
+    )?;
+    for (result, n) in [
+        ("ok", t.reloads_ok.load(Relaxed)),
+        ("failed", t.reloads_failed.load(Relaxed)),
+    ] {
+        ConstCounter::new(n).encode(reloads.encode_family(&[("result", result)])?)?;
+    }
+    gauge(
+        e,
+        "nsqlookupd_tls_certificate_not_after_seconds",
+        "Expiry (not-after) of the TLS certificate in use, Unix time",
+        t.not_after.load(Relaxed),
+    )
 }
 
 /// Renders the exposition text.

@@ -1,6 +1,9 @@
-//! Binds the two listeners, runs them, and shuts them down.
+//! Binds the listeners (TCP; HTTP unless `--http-address` is empty; HTTPS
+//! with `--tls-cert`), runs them, and shuts them down. With HTTPS, SIGHUP
+//! reloads its certificate, key and CA (`tls::Tls::reload`); without it
+//! SIGHUP is left alone.
 //!
-//! Shutdown (SIGINT/SIGTERM in `main`): both accept loops stop, every
+//! Shutdown (SIGINT/SIGTERM in `main`): the accept loops stop, every
 //! connection is told to finish (TCP sessions end at once and their
 //! registrations are removed; HTTP connections finish the request in
 //! flight), and the server waits for them within a bound so that the
@@ -16,7 +19,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::access::Access;
 use crate::cluster::{self, mirror::Mirror};
@@ -27,6 +30,7 @@ use crate::registry::{Registry, RegistryOptions};
 use crate::stats::Stats;
 use crate::tcp::janitor::Janitor;
 use crate::tcp::{self, TcpContext};
+use crate::tls::Tls;
 
 /// How long shutdown waits for connections to finish.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(800);
@@ -112,10 +116,13 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// A server with both listeners bound, ready to run.
+/// A server with its listeners bound, ready to run.
 pub struct Server {
     tcp: TcpListener,
-    http: TcpListener,
+    /// Plain HTTP; `None` with `--http-address=""` (then HTTPS is on).
+    http: Option<TcpListener>,
+    /// HTTPS, with its TLS configuration (`--tls-cert`).
+    https: Option<(TcpListener, Arc<Tls>)>,
     registry: Arc<Registry>,
     stats: Arc<Stats>,
     janitor: Janitor,
@@ -126,10 +133,27 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds both listeners (port 0 picks a free port).
+    /// Binds the listeners (port 0 picks a free port) and loads the TLS
+    /// files (checked at start already; a failure here, a file changed
+    /// meanwhile, is reported as the HTTPS listener's).
     pub async fn bind(options: Options) -> Result<Server, BindError> {
+        let stats = Arc::new(Stats::default());
         let tcp = bind(&options.tcp_address).await?;
-        let http = bind(&options.http_address).await?;
+        let http = match options.http_address.as_str() {
+            "" => None,
+            address => Some(bind(address).await?),
+        };
+        let https = match &options.tls {
+            Some(tls) => {
+                let loaded =
+                    Tls::new(tls.clone(), Arc::clone(&stats.tls)).map_err(|e| BindError {
+                        address: tls.https_address.clone(),
+                        error: io::Error::other(e.to_string()),
+                    })?;
+                Some((bind(&tls.https_address).await?, Arc::new(loaded)))
+            }
+            None => None,
+        };
         let mirror = options
             .etcd
             .as_ref()
@@ -148,8 +172,9 @@ impl Server {
         Ok(Server {
             tcp,
             http,
+            https,
             registry,
-            stats: Arc::new(Stats::default()),
+            stats,
             janitor: Janitor::start().map_err(|error| BindError {
                 address: "janitor thread".into(),
                 error,
@@ -169,10 +194,18 @@ impl Server {
             .expect("bound listener has an address")
     }
 
-    pub fn http_addr(&self) -> SocketAddr {
+    /// The plain HTTP listener's address; `None` when it is off.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http
-            .local_addr()
-            .expect("bound listener has an address")
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener has an address"))
+    }
+
+    /// The HTTPS listener's address; `None` without TLS.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https
+            .as_ref()
+            .map(|(l, _)| l.local_addr().expect("bound listener has an address"))
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -184,7 +217,10 @@ impl Server {
     }
 
     /// The IDENTIFY answer: this lookupd's real ports, version, broadcast
-    /// address and hostname, keys sorted as Go marshals a map.
+    /// address and hostname, keys sorted as Go marshals a map. `http_port`
+    /// is the plain listener's, or the HTTPS one's when plain HTTP is off
+    /// (nsqd speaks plain HTTP only: its `/channels` call then fails, as it
+    /// would with no port at all).
     fn identify_response(&self) -> Bytes {
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
         let mut out = String::from("{");
@@ -195,7 +231,11 @@ impl Server {
         json::push_str(&mut out, &hostname);
         out.push(',');
         json::push_key(&mut out, "http_port");
-        json::push_int(&mut out, i64::from(self.http_addr().port()));
+        let http_port = self
+            .http_addr()
+            .or_else(|| self.https_addr())
+            .map_or(0, |a| a.port());
+        json::push_int(&mut out, i64::from(http_port));
         out.push(',');
         json::push_key(&mut out, "tcp_port");
         json::push_int(&mut out, i64::from(self.tcp_addr().port()));
@@ -209,9 +249,24 @@ impl Server {
     /// Serves until `stop` completes, then shuts down gracefully.
     pub async fn run_until(self, stop: impl Future<Output = ()>) {
         crate::metrics::mark_start();
+        // Before the listening lines: a SIGHUP sent once they are out is
+        // a reload, never the default action (exit).
+        let reloader = self
+            .https
+            .as_ref()
+            .and_then(|(_, tls)| reload_on_sighup(tls));
         info!("TCP: listening on {}", self.tcp_addr());
-        info!("HTTP: listening on {}", self.http_addr());
+        if let Some(addr) = self.http_addr() {
+            info!("HTTP: listening on {addr}");
+        }
+        if let Some(addr) = self.https_addr() {
+            info!("HTTPS: listening on {addr}");
+        }
         let identify_response = self.identify_response();
+        let tls_redirect = match (self.https_addr(), &self.https) {
+            (Some(addr), Some((_, tls))) if tls.required() => Some(addr.port()),
+            _ => None,
+        };
         let tcp_ctx = Arc::new(TcpContext {
             registry: Arc::clone(&self.registry),
             identify_response,
@@ -220,12 +275,16 @@ impl Server {
             janitor: self.janitor,
             allow: self.options.tcp_allow.clone(),
         });
-        let http_ctx = Arc::new(HttpContext::new(
+        let mut http_ctx = HttpContext::new(
             Arc::clone(&self.registry),
             self.options.http_limits,
             Arc::clone(&self.stats),
             Arc::clone(&self.access),
-        ));
+        );
+        if let Some(port) = tls_redirect {
+            http_ctx = http_ctx.with_tls_redirect(port);
+        }
+        let http_ctx = Arc::new(http_ctx);
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -246,12 +305,23 @@ impl Server {
             tasks.clone(),
             shutdown.clone(),
         ));
-        let http = tokio::spawn(http::run(
-            self.http,
-            http_ctx,
-            tasks.clone(),
-            shutdown.clone(),
-        ));
+        let http = self.http.map(|listener| {
+            tokio::spawn(http::run(
+                listener,
+                Arc::clone(&http_ctx),
+                tasks.clone(),
+                shutdown.clone(),
+            ))
+        });
+        let https = self.https.map(|(listener, tls)| {
+            tokio::spawn(http::run_tls(
+                listener,
+                Arc::clone(&http_ctx),
+                tls,
+                tasks.clone(),
+                shutdown.clone(),
+            ))
+        });
 
         stop.await;
         // Cluster mode stops publishing first: the connections closing
@@ -263,8 +333,13 @@ impl Server {
             let _ = tokio::time::timeout(CLUSTER_STOP_TIMEOUT, cluster).await;
         }
         shutdown.cancel();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         let _ = tcp.await;
-        let _ = http.await;
+        for listener in [http, https].into_iter().flatten() {
+            let _ = listener.await;
+        }
         tasks.close();
         if tokio::time::timeout(SHUTDOWN_TIMEOUT, tasks.wait())
             .await
@@ -276,4 +351,25 @@ impl Server {
             );
         }
     }
+}
+
+/// Reloads the TLS files on each SIGHUP, in a task of its own.
+fn reload_on_sighup(tls: &Arc<Tls>) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("TLS: cannot listen for SIGHUP, no certificate reloads - {e}");
+            return None;
+        }
+    };
+    let tls = Arc::clone(tls);
+    Some(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            info!("TLS: SIGHUP, reloading the certificate, key and CA");
+            // File reads: off the async workers.
+            let tls = Arc::clone(&tls);
+            let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
+        }
+    }))
 }

@@ -5,7 +5,7 @@
 //! behind a lock, so counting costs a lookup nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use std::sync::Mutex;
@@ -187,11 +187,43 @@ pub struct ClusterStats {
     pub watch_lag: Histogram,
 }
 
+/// Why a TLS handshake failed, as metric labels (see `tls::Failure`).
+pub const TLS_HANDSHAKE_FAILURES: [&str; 6] = [
+    "timeout",
+    "closed",
+    "no_client_certificate",
+    "bad_client_certificate",
+    "alert",
+    "protocol",
+];
+
+/// The HTTPS listener's counters (`tls`, `http::run_tls`), exported only
+/// when it is on.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    /// HTTPS is on (`--tls-cert`, `--tls-key`).
+    pub enabled: AtomicBool,
+    /// HTTPS connections open (they also count as HTTP connections).
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+    /// Handshakes completed.
+    pub handshakes: AtomicU64,
+    /// Handshakes failed, by [`TLS_HANDSHAKE_FAILURES`] index.
+    pub handshake_failures: [AtomicU64; TLS_HANDSHAKE_FAILURES.len()],
+    /// SIGHUP reloads of the certificate, key and CA.
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Not-after of the certificate in use, Unix seconds.
+    pub not_after: AtomicI64,
+}
+
 /// The counters.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Cluster mode (etcd).
     pub cluster: Arc<ClusterStats>,
+    /// HTTPS.
+    pub tls: Arc<TlsStats>,
     /// `--tcp-allow` is set (its refusals are exported only then).
     pub tcp_allow_enabled: AtomicBool,
     /// TCP connections closed at accept: peer outside `--tcp-allow`.

@@ -251,6 +251,7 @@ fn help_lists_every_flag_with_its_default_and_the_groups() {
         "Limits",
         "Logging",
         "Cluster (etcd)",
+        "TLS",
     ] {
         assert!(
             help.lines().any(|l| l.trim_end() == format!("{group}:")),
@@ -300,6 +301,16 @@ fn help_lists_every_flag_with_its_default_and_the_groups() {
         ("--etcd-cacert", "none"),
         ("--etcd-cert", "none"),
         ("--etcd-key", "none"),
+        ("--https-address", "0.0.0.0:4162"),
+        ("--tls-cert", "none, no HTTPS"),
+        ("--tls-key", "none"),
+        ("--tls-root-ca-file", "none"),
+        (
+            "--tls-client-auth-policy",
+            "none asked; verified if sent when --tls-root-ca-file is set",
+        ),
+        ("--tls-min-version", "tls1.2"),
+        ("--tls-required", "false"),
     ];
     for (flag, default) in with_defaults {
         let text = entry(flag);

@@ -199,7 +199,7 @@ pub(super) enum Source {
 
 impl Source {
     /// `--etcd-cert` or `etcd_cert`.
-    fn bare(self, id: &str) -> String {
+    pub(super) fn bare(self, id: &str) -> String {
         match self {
             Source::Flag => format!("--{}", id.replace('_', "-")),
             Source::File => id.to_owned(),
@@ -207,7 +207,7 @@ impl Source {
     }
 
     /// `flag --etcd-cert` or `config option etcd_cert`.
-    fn label(self, id: &str) -> String {
+    pub(super) fn label(self, id: &str) -> String {
         match self {
             Source::Flag => format!("flag {}", self.bare(id)),
             Source::File => format!("config option {id}"),

@@ -11,6 +11,7 @@
 mod access;
 mod duration;
 mod etcd;
+mod tls;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 pub use duration::{format_go_duration, parse_go_duration};
 pub use etcd::EtcdOptions;
+pub use tls::{ClientAuth, MinVersion, TlsOptions};
 
 use crate::access::AccessOptions;
 use crate::access::auth::AuthMethod;
@@ -134,7 +136,7 @@ struct Cli {
     )]
     tcp_address: String,
 
-    /// <addr>:<port> to listen on for HTTP clients (consumers, nsqadmin)
+    /// <addr>:<port> to listen on for HTTP clients (consumers, nsqadmin); empty = off (needs HTTPS)
     #[arg(
         long,
         value_name = "ADDR",
@@ -331,6 +333,9 @@ struct Cli {
     #[arg(long, value_name = "FILE", value_parser = parse_path, help_heading = "Cluster (etcd)")]
     etcd_key: Option<PathBuf>,
 
+    #[command(flatten)]
+    tls: tls::TlsArgs,
+
     /// path to a TOML config file (keys are flag names with _ for -)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -361,6 +366,8 @@ pub struct Options {
     pub etcd: Option<EtcdOptions>,
     /// Who may read and administer over HTTP; the default leaves all open.
     pub access: AccessOptions,
+    /// HTTPS on the HTTP API; `None` = none (`http_address` is then not empty).
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for Options {
@@ -408,7 +415,7 @@ pub fn version_string() -> String {
 
 /// Flags that take a value as the next argument (all but the booleans).
 fn takes_separate_value(flag: &str) -> bool {
-    !matches!(flag, "version" | "verbose" | "help" | "h")
+    !matches!(flag, "version" | "verbose" | "tls-required" | "help" | "h")
 }
 
 /// Rewrites Go's `-flag` to `--flag`, leaving values alone.
@@ -664,7 +671,7 @@ fn resolve(
         },
         warnings,
     )?;
-    let access = access::resolve(
+    let mut access = access::resolve(
         access::Given {
             read_allow: pick!(read_allow, allow),
             admin_allow: pick!(admin_allow, allow),
@@ -681,6 +688,11 @@ fn resolve(
         },
         warnings,
     )?;
+    let tls = tls::resolve(cli.tls, matches, file, &http_address, warnings)?;
+    // As nsqd: --tls-root-ca-file also verifies https auth servers.
+    if let (Some(auth), Some(tls)) = (&mut access.auth, &tls) {
+        auth.tls_root_ca_file.clone_from(&tls.root_ca_file);
+    }
     Ok(Options {
         tcp_address,
         http_address,
@@ -708,6 +720,7 @@ fn resolve(
         },
         etcd,
         access,
+        tls,
     })
 }
 

@@ -53,6 +53,10 @@ pub async fn handle(ctx: Arc<HttpContext>, conn: &Conn, req: Request<Incoming>) 
     let Some(path) = decode_path(head.uri.path()) else {
         return response::bad_request();
     };
+    if let Some(https_port) = tls_redirect(&ctx, conn, &path) {
+        ctx.stats.http_request(router::OTHER, 403, start.elapsed());
+        return response::tls_required(https_port);
+    }
     let mut route = router::OTHER;
     let response = match router::route(&head.method, &path) {
         Decision::Handle(endpoint) => {
@@ -113,6 +117,16 @@ async fn permitted(
         Verdict::Full => Ok(Scope::Full),
         Verdict::Identity(grant) => Ok(Scope::Identity(grant)),
         Verdict::Refused(refusal) => Err(refusal),
+    }
+}
+
+/// `--tls-required`: a plain-HTTP request is sent to the HTTPS port (as
+/// nsqd does), except the health probes `/ping` and `/ready`, which load
+/// balancers and Kubernetes send over plain HTTP.
+fn tls_redirect(ctx: &HttpContext, conn: &Conn, path: &str) -> Option<u16> {
+    match ctx.tls_redirect {
+        Some(port) if conn.tls.is_none() && path != "/ping" && path != "/ready" => Some(port),
+        _ => None,
     }
 }
 

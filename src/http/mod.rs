@@ -9,10 +9,15 @@
 //!
 //! Handlers read registry snapshots and never wait on a TCP writer.
 //!
+//! Two listeners serve the same API through the same code ([`serve`]): plain
+//! HTTP ([`run`]) and, with `--tls-cert`, HTTPS ([`run_tls`]), whose
+//! connections first go through `crate::tls`'s handshake.
+//!
 //! Limits (each a flag): simultaneous connections (the excess is closed at
-//! accept and counted), the size of a request head (hyper answers 431/414),
-//! the time to send a request head, which also bounds how long an idle
-//! keep-alive connection is kept (slowloris), and the size of a body.
+//! accept and counted; one pool for both listeners), the size of a request
+//! head (hyper answers 431/414), the time to send a request head, which
+//! also bounds how long an idle keep-alive connection is kept (slowloris)
+//! and, on HTTPS, the TLS handshake before it, and the size of a body.
 
 pub mod handlers;
 pub mod head_deadline;
@@ -30,6 +35,7 @@ use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +46,7 @@ use crate::accept::{Accepted, Acceptor};
 use crate::access::Access;
 use crate::registry::Registry;
 use crate::stats::{GaugeGuard, Limit, Stats};
+use crate::tls::{Failure, Tls};
 use head_deadline::{Progress, Stall, Watched};
 
 /// Limits of the HTTP side; each is a flag (see `config`).
@@ -80,6 +87,12 @@ pub struct HttpContext {
     pub heavy_views: Semaphore,
     /// Who may read and administer (`--read-allow`, `--admin-token-file`, ...).
     pub access: Arc<Access>,
+    /// The `--max-http-connections` slots, one pool for the HTTP and the
+    /// HTTPS listener.
+    pub connection_slots: Arc<Semaphore>,
+    /// `--tls-required`: the HTTPS port that plain-HTTP requests are sent
+    /// to (403 `TLS_REQUIRED`, see `handlers`); `None`: plain HTTP serves.
+    pub tls_redirect: Option<u16>,
 }
 
 /// What the handlers know of the connection a request came on: who sent it
@@ -118,7 +131,16 @@ impl HttpContext {
             stats,
             heavy_views: Semaphore::new(HEAVY_VIEWS),
             access,
+            connection_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            tls_redirect: None,
         }
+    }
+
+    /// Plain-HTTP requests (but `/ping` and `/ready`) are answered 403
+    /// `TLS_REQUIRED` with this HTTPS port (`--tls-required`).
+    pub fn with_tls_redirect(mut self, https_port: u16) -> Self {
+        self.tls_redirect = Some(https_port);
+        self
     }
 }
 
@@ -150,20 +172,14 @@ async fn watch(
     }
 }
 
-/// Accepts until `shutdown` is cancelled.
+/// Accepts plain HTTP until `shutdown` is cancelled.
 pub async fn run(
     listener: TcpListener,
     ctx: Arc<HttpContext>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let acceptor = Acceptor::new(
-        listener,
-        "HTTP",
-        ctx.limits.max_connections,
-        Limit::HttpConnections,
-        Arc::clone(&ctx.stats),
-    );
+    let acceptor = acceptor(listener, "HTTP", &ctx);
     while let Some(Accepted { stream, peer, slot }) = acceptor.next(&shutdown).await {
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
@@ -172,52 +188,123 @@ pub async fn run(
             let stats = Arc::clone(&ctx.stats);
             let _open =
                 GaugeGuard::new(&stats.http_connections_open, &stats.http_connections_total);
-            let limits = ctx.limits;
-            // The header timeout is kept by a watcher task, not by hyper's
-            // `header_read_timeout` (see `head_deadline` for why). It
-            // closes the connection through `closing`, the one token the
-            // connection polls, which shutdown cancels too; the connection
-            // cancels it when it ends, which ends the watcher.
-            let progress = Arc::new(Progress::default());
-            let closing = shutdown.child_token();
-            let _end_watch = closing.clone().drop_guard();
-            tokio::spawn(watch(
-                Arc::clone(&progress),
-                closing.clone(),
-                limits.header_timeout,
-                Arc::clone(&stats),
-                peer,
-            ));
-            let io = TokioIo::new(Watched::new(stream, Arc::clone(&progress)));
-            let conn = Arc::new(Conn { peer, tls: None });
-            let service = service_fn(move |req| {
-                let ctx = Arc::clone(&ctx);
-                let conn = Arc::clone(&conn);
-                let answering = progress.head_received();
-                async move {
-                    let response = handlers::handle(ctx, &conn, req).await;
-                    drop(answering);
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let mut conn = pin!(
-                http1::Builder::new()
-                    .max_header_size(limits.max_header_size)
-                    .max_buf_size(limits.max_header_size.max(8192))
-                    .serve_connection(io, service)
-            );
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = closing.cancelled() => {
-                    // A stall needs nothing more: dropping `conn` closes
-                    // the socket.
-                    if shutdown.is_cancelled() {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
-                    }
-                }
-            }
+            serve(stream, Conn { peer, tls: None }, ctx, shutdown).await;
         });
     }
     info!("HTTP: closing {}", acceptor.local_addr());
+}
+
+/// Accepts HTTPS until `shutdown` is cancelled: each connection's TLS
+/// handshake must be done within `--http-header-timeout` (a client that
+/// sends nothing, or part of a ClientHello, is closed after it, and
+/// counted as `http_header_timeout` when some bytes came, as on plain
+/// HTTP); then it is served as a plain one is.
+pub async fn run_tls(
+    listener: TcpListener,
+    ctx: Arc<HttpContext>,
+    tls: Arc<Tls>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let acceptor = acceptor(listener, "HTTPS", &ctx);
+    while let Some(Accepted { stream, peer, slot }) = acceptor.next(&shutdown).await {
+        let ctx = Arc::clone(&ctx);
+        let tls = Arc::clone(&tls);
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let _slot = slot;
+            let stats = Arc::clone(&ctx.stats);
+            let _open =
+                GaugeGuard::new(&stats.http_connections_open, &stats.http_connections_total);
+            let _tls_open =
+                GaugeGuard::new(&stats.tls.connections_open, &stats.tls.connections_total);
+            let handshake = tokio::select! {
+                done = tls.handshake(stream, peer, ctx.limits.header_timeout) => done,
+                _ = shutdown.cancelled() => return,
+            };
+            let established = match handshake {
+                Ok(established) => established,
+                Err(Failure::Timeout { partial: true }) => {
+                    stats.limit_hit(Limit::HttpHeaderTimeout);
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = Conn {
+                peer,
+                tls: Some(TlsPeer {
+                    common_name: established.common_name,
+                }),
+            };
+            serve(established.stream, conn, ctx, shutdown).await;
+        });
+    }
+    info!("HTTPS: closing {}", acceptor.local_addr());
+}
+
+/// A listener's acceptor, with the HTTP connection slots.
+fn acceptor(listener: TcpListener, name: &'static str, ctx: &HttpContext) -> Acceptor {
+    Acceptor::new(
+        listener,
+        name,
+        ctx.limits.max_connections,
+        Limit::HttpConnections,
+        Arc::clone(&ctx.stats),
+    )
+    .with_slots(Arc::clone(&ctx.connection_slots))
+}
+
+/// Serves one connection, plain or TLS, until it ends, stalls, or
+/// `shutdown` is cancelled.
+async fn serve<S>(stream: S, conn: Conn, ctx: Arc<HttpContext>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stats = Arc::clone(&ctx.stats);
+    let limits = ctx.limits;
+    let peer = conn.peer;
+    // The header timeout is kept by a watcher task, not by hyper's
+    // `header_read_timeout` (see `head_deadline` for why). It closes the
+    // connection through `closing`, the one token the connection polls,
+    // which shutdown cancels too; the connection cancels it when it ends,
+    // which ends the watcher.
+    let progress = Arc::new(Progress::default());
+    let closing = shutdown.child_token();
+    let _end_watch = closing.clone().drop_guard();
+    tokio::spawn(watch(
+        Arc::clone(&progress),
+        closing.clone(),
+        limits.header_timeout,
+        Arc::clone(&stats),
+        peer,
+    ));
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&progress)));
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| {
+        let ctx = Arc::clone(&ctx);
+        let conn = Arc::clone(&conn);
+        let answering = progress.head_received();
+        async move {
+            let response = handlers::handle(ctx, &conn, req).await;
+            drop(answering);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let mut conn = pin!(
+        http1::Builder::new()
+            .max_header_size(limits.max_header_size)
+            .max_buf_size(limits.max_header_size.max(8192))
+            .serve_connection(io, service)
+    );
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = closing.cancelled() => {
+            // A stall needs nothing more: dropping `conn` closes the
+            // socket.
+            if shutdown.is_cancelled() {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+            }
+        }
+    }
 }

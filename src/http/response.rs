@@ -96,6 +96,17 @@ const BEARER: HeaderValue = HeaderValue::from_static("Bearer realm=\"nsqlookupd\
 const BEARER_INVALID: HeaderValue =
     HeaderValue::from_static("Bearer realm=\"nsqlookupd\", error=\"invalid_token\"");
 
+/// 403 to a plain-HTTP request under `--tls-required`, byte for byte as
+/// nsqd writes it (`nsqd/http.go`, spaces included): NSQ's HTTP client
+/// reads `https_port` and retries the request over HTTPS on that port.
+pub fn tls_required(https_port: u16) -> Response<Body> {
+    let body = format!("{{\"message\": \"TLS_REQUIRED\", \"https_port\": {https_port}}}");
+    let mut r = response(StatusCode::FORBIDDEN, Bytes::from(body));
+    r.headers_mut().insert(CONTENT_TYPE, JSON);
+    r.headers_mut().insert(X_NSQ_CONTENT_TYPE, NSQ_V1);
+    r
+}
+
 /// `/metrics`: the OpenMetrics text exposition format.
 pub fn metrics(text: String) -> Response<Body> {
     let mut r = response(StatusCode::OK, Bytes::from(text));
@@ -187,6 +198,25 @@ pub fn bad_request() -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_required_is_nsqds_body() {
+        use http_body_util::BodyExt;
+        let r = tls_required(4162);
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let body = futures_body(r.into_body());
+        assert_eq!(
+            body,
+            b"{\"message\": \"TLS_REQUIRED\", \"https_port\": 4162}"
+        );
+
+        fn futures_body(body: Body) -> Vec<u8> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(body.collect()).unwrap().to_bytes().to_vec()
+        }
+    }
 
     #[test]
     fn a_chunk_reads_its_body_from_a_cursor() {

@@ -35,6 +35,18 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 const TCP_MARKER: &str = "TCP: listening on ";
 const HTTP_MARKER: &str = "HTTP: listening on ";
+const HTTPS_MARKER: &str = "HTTPS: listening on ";
+
+/// Which listeners [`Server::start_listening`] waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listeners {
+    /// TCP and plain HTTP (the default).
+    Plain,
+    /// TCP, plain HTTP and HTTPS.
+    Both,
+    /// TCP and HTTPS (`--http-address=""`).
+    HttpsOnly,
+}
 
 /// A running `nsqlookupd` child process. Dropping it stops the process.
 pub struct Server {
@@ -42,6 +54,7 @@ pub struct Server {
     pid: u32,
     tcp: SocketAddr,
     http: SocketAddr,
+    https: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     /// One message per output reader thread when it reaches end of stream.
     readers_done: mpsc::Receiver<()>,
@@ -81,31 +94,48 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Server::start_listening(args, Listeners::Plain)
+    }
+
+    /// Like [`Server::start_args`], waiting for the log lines of
+    /// `listeners`. With [`Listeners::HttpsOnly`], [`Server::http_addr`]
+    /// is 0.0.0.0:0.
+    pub fn start_listening<I, S>(args: I, listeners: Listeners) -> Server
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let (mut server, line_rx, argv) = Server::spawn(args);
         let deadline = Instant::now() + STARTUP_DEADLINE;
-        let (mut tcp, mut http) = (None, None);
-        while tcp.is_none() || http.is_none() {
+        let want_http = listeners != Listeners::HttpsOnly;
+        let want_https = listeners != Listeners::Plain;
+        let (mut tcp, mut http, mut https) = (None, None, None);
+        while tcp.is_none() || (want_http && http.is_none()) || (want_https && https.is_none()) {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let problem = match line_rx.recv_timeout(remaining) {
                 Ok(line) => {
                     tcp = tcp.or_else(|| parse_listen_line(&line, TCP_MARKER));
                     http = http.or_else(|| parse_listen_line(&line, HTTP_MARKER));
+                    https = https.or_else(|| parse_listen_line(&line, HTTPS_MARKER));
                     continue;
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    format!("did not report both listening addresses within {STARTUP_DEADLINE:?}")
+                    format!("did not report its listening addresses within {STARTUP_DEADLINE:?}")
                 }
                 Err(RecvTimeoutError::Disconnected) => "closed its output".to_string(),
             };
             let status = server.stop();
             panic!(
-                "server {argv} {problem} (tcp: {tcp:?}, http: {http:?}, {status})\n\
+                "server {argv} {problem} (tcp: {tcp:?}, http: {http:?}, https: {https:?}, {status})\n\
                  --- server log (tail) ---\n{}",
                 server.log_tail(30)
             );
         }
         server.tcp = tcp.unwrap();
-        server.http = http.unwrap();
+        if let Some(http) = http {
+            server.http = http;
+        }
+        server.https = https;
         server
     }
 
@@ -195,6 +225,7 @@ impl Server {
             pid,
             tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
             http: SocketAddr::from(([0, 0, 0, 0], 0)),
+            https: None,
             logs,
             readers_done,
             readers: 2,
@@ -211,6 +242,12 @@ impl Server {
     /// The address the HTTP listener is bound to.
     pub fn http_addr(&self) -> SocketAddr {
         self.http
+    }
+
+    /// The address the HTTPS listener is bound to (servers started with
+    /// [`Server::start_listening`] and HTTPS).
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https.expect("the server was started with HTTPS")
     }
 
     pub fn pid(&self) -> u32 {

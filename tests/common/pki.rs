@@ -1,6 +1,6 @@
 //! Throw-away certificates for the TLS tests, made at run time with the
-//! `openssl` command: a CA, a server certificate for 127.0.0.1 and a client
-//! certificate signed by it, and an unrelated CA with a client certificate
+//! `openssl` command: a CA, two server certificates for 127.0.0.1 and a
+//! client certificate signed by it, and an unrelated CA with a client certificate
 //! of its own (what a replica or etcd must refuse). ECDSA P-256 keys, valid
 //! for two days from now.
 //!
@@ -66,7 +66,10 @@ pub struct Pki {
     pub ca: PathBuf,
     /// etcd's certificate: 127.0.0.1 as an IP SAN, serverAuth and clientAuth.
     pub server: CertKey,
-    /// A client certificate (CN `lookupd`) signed by `ca`.
+    /// Another certificate like `server` (CN `server-2`, its own key),
+    /// signed by `ca`: what a certificate rotation swaps in.
+    pub server2: CertKey,
+    /// A client certificate (CN `client`) signed by `ca`.
     pub client: CertKey,
     /// A CA that signed neither.
     pub other_ca: PathBuf,
@@ -96,6 +99,7 @@ impl Pki {
         };
         let ca = self_signed_ca(&dir, "ca", "nsqlookupd test CA");
         let server = leaf("server", "ca", "server");
+        let server2 = leaf("server-2", "ca", "server");
         let client = leaf("client", "ca", "client");
         let other_ca = self_signed_ca(&dir, "other-ca", "nsqlookupd other test CA");
         let other_client = leaf("other-client", "other-ca", "client");
@@ -103,6 +107,7 @@ impl Pki {
             dir,
             ca,
             server,
+            server2,
             client,
             other_ca,
             other_client,
