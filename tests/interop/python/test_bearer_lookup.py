@@ -5,6 +5,7 @@ every harness of this suite starts. Plain urllib requests, so that the
 fixture and the server's answers are checked whatever the clients can do."""
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 
@@ -15,8 +16,12 @@ from harness import (
     FakeNsqd,
     Lookupd,
     Registration,
+    handshake_failures,
+    pki,
     refused,
     subscribe_grant,
+    tls_args,
+    wait_until,
 )
 
 TOPIC = "interop_bearer"
@@ -29,12 +34,12 @@ GRANTS = {
 }
 
 
-def get(url, secret=None):
+def get(url, secret=None, context=None):
     request = urllib.request.Request(url)
     if secret is not None:
         request.add_header("Authorization", f"Bearer {secret}")
     try:
-        with urllib.request.urlopen(request, timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5, context=context) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -81,3 +86,41 @@ def test_secrets_over_http(auth, producer):
         reg.close()
         lookupd.stop()
 
+
+def test_secret_and_client_certificate_over_https(auth, producer):
+    certs = pki()
+    lookupd = Lookupd(
+        "--read-allow=192.0.2.0/24",
+        f"--auth-http-address={auth.address}",
+        *tls_args(certs, "require-verify"),
+    )
+    reg = Registration(lookupd, producer.port)
+    try:
+        reg.register(TOPIC, CHANNEL)
+        url = f"{lookupd.https_url}/lookup?topic={TOPIC}"
+        context = ssl.create_default_context(cafile=certs.ca)
+        context.load_cert_chain(certs.client.cert, certs.client.key)
+
+        status, body = get(url, "granted", context)
+        assert status == 200
+        assert [p["tcp_port"] for p in body["producers"]] == [producer.port]
+        assert get(url, "other-topic", context) == (403, {"message": "FORBIDDEN"})
+        # The auth server hears of TLS and of the certificate's common name.
+        assert [r["params"] for r in auth.requests] == [
+            {"secret": s, "remote_ip": "127.0.0.1", "tls": "true", "common_name": "interop-client"}
+            for s in ("granted", "other-topic")
+        ]
+
+        # No client certificate: the handshake fails, no request is made.
+        bare = ssl.create_default_context(cafile=certs.ca)
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            get(url, "granted", bare)
+        wait_until(
+            lambda: handshake_failures(lookupd, "no_client_certificate") >= 1,
+            5,
+            "the refused handshake counted",
+        )
+        assert len(auth.requests) == 2
+    finally:
+        reg.close()
+        lookupd.stop()

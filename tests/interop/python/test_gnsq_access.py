@@ -1,10 +1,18 @@
-"""gnsq's Consumer and LookupdClient against a server with access control.
+"""gnsq's Consumer and LookupdClient against a server with access control
+and HTTPS.
 
 gnsq 1.0.2 cannot send a secret to the lookupd: its HTTPClient._request
 (gnsq/httpclient.py) always passes its own `headers` (Accept, User-Agent),
 which replace any pool headers urllib3 was given, and LookupdClient.lookup
 adds none. So it reads from inside `--read-allow` and is refused by an auth
-server it cannot answer."""
+server it cannot answer.
+
+An `https://` lookupd address makes HTTPClient.from_url pick urllib3's
+HTTPSConnectionPool. The Consumer builds its clients with from_url(address)
+and nothing else (gnsq/util.py, parse_lookupds), so it trusts the system's
+CAs (SSL_CERT_FILE, read at each new connection) and presents no client
+certificate; a LookupdClient made directly takes urllib3's `ca_certs`,
+`cert_file` and `key_file`."""
 
 import gevent
 import pytest
@@ -14,8 +22,12 @@ from gnsq.errors import NSQHttpError
 
 from harness import (
     DEADLINE,
+    HOST,
     Scene,
+    handshake_failures,
+    pki,
     refused,
+    tls_args,
     wait_until,
 )
 
@@ -111,5 +123,115 @@ def test_consumer_without_secret_is_refused():
         with pytest.raises(NSQHttpError, match=r"^http error <401>$"):
             client.lookup(TOPIC)
         assert setup.auth.requests == []
+    finally:
+        setup.close()
+
+
+def test_consumer_over_https_with_the_ca_trusted_discovers(monkeypatch):
+    certs = pki()
+    monkeypatch.setenv("SSL_CERT_FILE", certs.ca)
+    setup = Scene(
+        TOPIC, CHANNEL, "--read-allow=127.0.0.0/8", "--auth-http-address={auth}", *tls_args(certs)
+    )
+    try:
+        discovers(setup, setup.lookupd.https_url)
+    finally:
+        setup.close()
+
+
+def test_consumer_over_https_without_secret_is_refused(monkeypatch):
+    certs = pki()
+    monkeypatch.setenv("SSL_CERT_FILE", certs.ca)
+    setup = Scene(
+        TOPIC, CHANNEL, "--read-allow=192.0.2.0/24", "--auth-http-address={auth}", *tls_args(certs)
+    )
+    try:
+        lookupd = setup.lookupd
+        never_connects(
+            setup,
+            lookupd.https_url,
+            lambda w: w.count(NSQHttpError) >= 2 and refused(lookupd, "no_credentials") >= 2,
+        )
+    finally:
+        setup.close()
+
+
+def test_consumer_over_https_with_an_untrusted_ca_never_connects(monkeypatch):
+    certs = pki()
+    monkeypatch.setenv("SSL_CERT_FILE", certs.other_ca)
+    setup = Scene(TOPIC, CHANNEL, *tls_args(certs))
+    try:
+        lookupd = setup.lookupd
+        # urllib3 (ssl) refuses the server's certificate with an alert,
+        # which the server counts.
+        watched = never_connects(
+            setup,
+            lookupd.https_url,
+            lambda w: w.count(Exception) >= 2 and handshake_failures(lookupd, "alert") >= 2,
+        )
+        assert all("CERTIFICATE_VERIFY_FAILED" in str(e) for e in watched.outcomes)
+    finally:
+        setup.close()
+
+
+def test_client_certificates_lookupd_client_yes_consumer_no(monkeypatch):
+    certs = pki()
+    monkeypatch.setenv("SSL_CERT_FILE", certs.ca)
+    setup = Scene(
+        TOPIC,
+        CHANNEL,
+        "--read-allow=127.0.0.0/8",
+        "--auth-http-address={auth}",
+        *tls_args(certs, "require-verify"),
+    )
+    try:
+        lookupd = setup.lookupd
+        # The Consumer cannot be given a certificate: every handshake fails.
+        never_connects(
+            setup,
+            lookupd.https_url,
+            lambda w: w.count(Exception) >= 2
+            and handshake_failures(lookupd, "no_client_certificate") >= 2,
+        )
+        # A LookupdClient made with urllib3's options presents one.
+        client = gnsq.LookupdClient.from_url(
+            lookupd.https_url,
+            ca_certs=certs.ca,
+            cert_file=certs.client.cert,
+            key_file=certs.client.key,
+        )
+        producers = client.lookup(TOPIC)["producers"]
+        assert [(p["broadcast_address"], p["tcp_port"]) for p in producers] == [
+            (HOST, setup.fake.port)
+        ]
+        # One signed by another CA is refused.
+        stranger = gnsq.LookupdClient.from_url(
+            lookupd.https_url,
+            ca_certs=certs.ca,
+            cert_file=certs.other_client.cert,
+            key_file=certs.other_client.key,
+            retries=False,
+        )
+        with pytest.raises(Exception):
+            stranger.lookup(TOPIC)
+        wait_until(
+            lambda: handshake_failures(lookupd, "bad_client_certificate") >= 1,
+            5,
+            "the stranger's handshake counted",
+        )
+    finally:
+        setup.close()
+
+
+def test_consumer_does_not_follow_tls_required():
+    # The plain port answers 403 TLS_REQUIRED with the HTTPS port; NSQ's Go
+    # HTTP client follows that, gnsq does not.
+    certs = pki()
+    setup = Scene(TOPIC, CHANNEL, *tls_args(certs), "--tls-required")
+    try:
+        watched = never_connects(
+            setup, setup.lookupd.http_url, lambda w: w.count(NSQHttpError) >= 2
+        )
+        assert all(str(e) == "http error <403>" for e in watched.outcomes)
     finally:
         setup.close()

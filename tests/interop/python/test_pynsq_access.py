@@ -1,20 +1,33 @@
-"""pynsq's Reader against a server with access control.
+"""pynsq's Reader against a server with access control and HTTPS.
 
 pynsq 0.9.1 sends nothing but `Accept` to the lookupd (nsq/reader.py's
 query_lookupd: no header, no credential; its `auth_secret` is sent to nsqd
 only, in the AUTH command), so it reads from inside `--read-allow` and is
-refused by an auth server it cannot answer."""
+refused by an auth server it cannot answer.
+
+It keeps the scheme of its lookupd address, so `https://` works, through
+tornado's shared AsyncHTTPClient (nsq/reader.py: `AsyncHTTPClient()`, no TLS
+setting of its own). That client trusts what tornado's request defaults say
+(`AsyncHTTPClient.configure(None, defaults=...)`: `ca_certs`, and
+`client_cert`/`client_key` for a client certificate) or else the system's
+CAs (SSL_CERT_FILE, read once per process at the first https request)."""
 
 import asyncio
+import contextlib
+import ssl
 import time
 
 import nsq
+from tornado.httpclient import AsyncHTTPClient
 
 from harness import (
     DEADLINE,
     HOST,
     Scene,
+    handshake_failures,
+    pki,
     refused,
+    tls_args,
 )
 
 TOPIC = "interop_pynsq_access"
@@ -125,5 +138,127 @@ def test_reader_without_secret_is_refused():
             )
         )
         assert setup.auth.requests == []
+    finally:
+        setup.close()
+
+
+@contextlib.contextmanager
+def tornado_defaults(**defaults):
+    """Request defaults for the AsyncHTTPClient of every IOLoop made inside
+    (each asyncio.run is a new loop, so the Reader gets a new client)."""
+    AsyncHTTPClient.configure(None, defaults=defaults)
+    try:
+        yield
+    finally:
+        AsyncHTTPClient.configure(None)
+
+
+def test_reader_over_https_with_the_ca_trusted_discovers():
+    certs = pki()
+    setup = Scene(
+        TOPIC, CHANNEL, "--read-allow=127.0.0.0/8", "--auth-http-address={auth}", *tls_args(certs)
+    )
+    try:
+        with tornado_defaults(ca_certs=certs.ca):
+            asyncio.run(discovers(setup, setup.lookupd.https_url))
+    finally:
+        setup.close()
+
+
+def test_reader_over_https_without_secret_is_refused():
+    certs = pki()
+    setup = Scene(
+        TOPIC, CHANNEL, "--read-allow=192.0.2.0/24", "--auth-http-address={auth}", *tls_args(certs)
+    )
+    try:
+        lookupd = setup.lookupd
+        with tornado_defaults(ca_certs=certs.ca):
+            asyncio.run(
+                never_connects(
+                    setup,
+                    lookupd.https_url,
+                    lambda w: w.count(401) >= 2 and refused(lookupd, "no_credentials") >= 2,
+                )
+            )
+    finally:
+        setup.close()
+
+
+def test_reader_over_https_with_an_untrusted_ca_never_connects():
+    certs = pki()
+    setup = Scene(TOPIC, CHANNEL, *tls_args(certs))
+    try:
+        lookupd = setup.lookupd
+        with tornado_defaults(ca_certs=certs.other_ca):
+            # Python's ssl refuses the server's certificate and says so with
+            # an alert, which the server counts.
+            asyncio.run(
+                never_connects(
+                    setup,
+                    lookupd.https_url,
+                    lambda w: w.count(ssl.SSLCertVerificationError) >= 2
+                    and handshake_failures(lookupd, "alert") >= 2,
+                )
+            )
+    finally:
+        setup.close()
+
+
+def test_reader_presents_a_client_certificate():
+    certs = pki()
+    setup = Scene(
+        TOPIC,
+        CHANNEL,
+        "--read-allow=127.0.0.0/8",
+        "--auth-http-address={auth}",
+        *tls_args(certs, "require-verify"),
+    )
+    try:
+        lookupd = setup.lookupd
+        client = dict(client_cert=certs.client.cert, client_key=certs.client.key)
+        with tornado_defaults(ca_certs=certs.ca, **client):
+            asyncio.run(discovers(setup, lookupd.https_url))
+        assert handshake_failures(lookupd, "no_client_certificate") == 0
+    finally:
+        setup.close()
+
+
+def test_reader_without_a_valid_client_certificate_never_connects():
+    certs = pki()
+    setup = Scene(TOPIC, CHANNEL, *tls_args(certs, "require-verify"))
+    try:
+        lookupd = setup.lookupd
+        with tornado_defaults(ca_certs=certs.ca):
+            asyncio.run(
+                never_connects(
+                    setup,
+                    lookupd.https_url,
+                    lambda w: w.count(Exception) >= 2
+                    and handshake_failures(lookupd, "no_client_certificate") >= 2,
+                )
+            )
+        other = dict(client_cert=certs.other_client.cert, client_key=certs.other_client.key)
+        with tornado_defaults(ca_certs=certs.ca, **other):
+            asyncio.run(
+                never_connects(
+                    setup,
+                    lookupd.https_url,
+                    lambda w: w.count(Exception) >= 2
+                    and handshake_failures(lookupd, "bad_client_certificate") >= 2,
+                )
+            )
+    finally:
+        setup.close()
+
+
+def test_reader_does_not_follow_tls_required():
+    # The plain port answers 403 TLS_REQUIRED with the HTTPS port; NSQ's Go
+    # HTTP client follows that, pynsq does not.
+    certs = pki()
+    setup = Scene(TOPIC, CHANNEL, *tls_args(certs), "--tls-required")
+    try:
+        asyncio.run(
+            never_connects(setup, setup.lookupd.http_url, lambda w: w.count(403) >= 2)
+        )
     finally:
         setup.close()
