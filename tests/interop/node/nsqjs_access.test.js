@@ -7,8 +7,18 @@
 // hands it only the address and the topic; its `authSecret` goes to nsqd,
 // in the AUTH command. So it reads from inside --read-allow and is refused
 // by an auth server it cannot answer.
+//
+// An https:// lookupd address is accepted (lib/config.js,
+// isLookupdHTTPAddresses) and fetched by node-fetch through node's https
+// module and its global agent: nsqjs's own `ca`, `cert`, `key` and
+// `tlsVerification` options are for nsqd connections only. So the lookupd's
+// CA is trusted and a client certificate presented process-wide, through
+// `https.globalAgent.options` (as here) or NODE_EXTRA_CA_CERTS (CA only,
+// read at node's start).
 
 const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const https = require('node:https')
 const {test} = require('node:test')
 
 // nsqjs's lookup swallows every failure into "no producers": record the
@@ -35,7 +45,16 @@ require.cache[fetchPath].exports = recordingFetch
 const nsq = require('nsqjs')
 const nsqjsVersion = require('nsqjs/package.json').version
 
-const {HOST, startScene, refused, waitUntil} = require('./harness')
+const {
+  HOST,
+  startScene,
+  refused,
+  handshakeFailures,
+  metrics,
+  pki,
+  tlsArgs,
+  waitUntil,
+} = require('./harness')
 
 const TOPIC = 'interop_nsqjs_access'
 const CHANNEL = 'interop_ch'
@@ -105,4 +124,122 @@ test(`nsqjs ${nsqjsVersion} Reader without a secret is refused`, async (t) => {
       count((o) => o === 401) >= 2 && (await refused(scene.lookupd, 'no_credentials')) >= 2
   )
   assert.deepEqual(scene.auth.requests, [])
+})
+
+/** Sets https.globalAgent.options (the agent node-fetch, so nsqjs's lookup,
+ * uses) for the rest of the test `t`; `files`: option -> PEM file. */
+function globalAgentOptions(t, files) {
+  const saved = {...https.globalAgent.options}
+  for (const [name, file] of Object.entries(files)) {
+    https.globalAgent.options[name] = fs.readFileSync(file)
+  }
+  https.globalAgent.destroy() // no pooled socket made with other options
+  t.after(() => {
+    https.globalAgent.options = saved
+    https.globalAgent.destroy()
+  })
+}
+
+const errors = () => count((o) => o instanceof Error)
+
+test(`nsqjs ${nsqjsVersion} Reader over https with the CA trusted discovers`, async (t) => {
+  const certs = pki()
+  const scene = await startScene(TOPIC, CHANNEL, [
+    '--read-allow=127.0.0.0/8',
+    '--auth-http-address={auth}',
+    ...tlsArgs(certs),
+  ])
+  t.after(() => scene.close())
+  globalAgentOptions(t, {ca: certs.ca})
+  await discovers(t, scene, scene.lookupd.httpsURL)
+})
+
+test(`nsqjs ${nsqjsVersion} Reader over https without a secret is refused`, async (t) => {
+  const certs = pki()
+  const scene = await startScene(TOPIC, CHANNEL, [
+    '--read-allow=192.0.2.0/24',
+    '--auth-http-address={auth}',
+    ...tlsArgs(certs),
+  ])
+  t.after(() => scene.close())
+  globalAgentOptions(t, {ca: certs.ca})
+  await neverConnects(
+    t,
+    scene,
+    scene.lookupd.httpsURL,
+    async () =>
+      count((o) => o === 401) >= 2 && (await refused(scene.lookupd, 'no_credentials')) >= 2
+  )
+})
+
+test(`nsqjs ${nsqjsVersion} Reader over https with an untrusted CA never connects`, async (t) => {
+  const certs = pki()
+  const scene = await startScene(TOPIC, CHANNEL, tlsArgs(certs))
+  t.after(() => scene.close())
+  globalAgentOptions(t, {ca: certs.otherCA})
+  await neverConnects(t, scene, scene.lookupd.httpsURL, () => errors() >= 2)
+  for (const err of outcomes) {
+    assert.equal(err.code, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', String(err))
+  }
+  // node checks the certificate after the handshake and hangs up: the
+  // server saw the connections, and no request on them.
+  const m = await metrics(scene.lookupd)
+  assert.ok(m.nsqlookupd_https_connections_accepted_total >= 2)
+})
+
+test(`nsqjs ${nsqjsVersion} Reader presents a client certificate`, async (t) => {
+  const certs = pki()
+  const scene = await startScene(TOPIC, CHANNEL, [
+    '--read-allow=127.0.0.0/8',
+    '--auth-http-address={auth}',
+    ...tlsArgs(certs, 'require-verify'),
+  ])
+  t.after(() => scene.close())
+  globalAgentOptions(t, {ca: certs.ca, cert: certs.client.cert, key: certs.client.key})
+  await discovers(t, scene, scene.lookupd.httpsURL)
+})
+
+test(`nsqjs ${nsqjsVersion} Reader without a valid client certificate never connects`, async (t) => {
+  const certs = pki()
+  const scene = await startScene(TOPIC, CHANNEL, tlsArgs(certs, 'require-verify'))
+  t.after(() => scene.close())
+  const lookupd = scene.lookupd
+  await t.test('no certificate', async (t) => {
+    globalAgentOptions(t, {ca: certs.ca})
+    await neverConnects(
+      t,
+      scene,
+      lookupd.httpsURL,
+      async () =>
+        errors() >= 2 && (await handshakeFailures(lookupd, 'no_client_certificate')) >= 2
+    )
+  })
+  await t.test('a certificate of another CA', async (t) => {
+    globalAgentOptions(t, {
+      ca: certs.ca,
+      cert: certs.otherClient.cert,
+      key: certs.otherClient.key,
+    })
+    await neverConnects(
+      t,
+      scene,
+      lookupd.httpsURL,
+      async () =>
+        errors() >= 2 && (await handshakeFailures(lookupd, 'bad_client_certificate')) >= 2
+    )
+  })
+})
+
+test(`nsqjs ${nsqjsVersion} Reader does not follow TLS_REQUIRED`, async (t) => {
+  // The plain port answers 403 TLS_REQUIRED with the HTTPS port; NSQ's Go
+  // HTTP client follows that, nsqjs does not.
+  const certs = pki()
+  const scene = await startScene(TOPIC, CHANNEL, [...tlsArgs(certs), '--tls-required'])
+  t.after(() => scene.close())
+  await neverConnects(
+    t,
+    scene,
+    scene.lookupd.httpAddress,
+    () => count((o) => o === 403) >= 2
+  )
 })

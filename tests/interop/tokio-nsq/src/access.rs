@@ -1,13 +1,13 @@
-//! tokio-nsq 0.14.0 against a server with access control.
+//! tokio-nsq 0.14.0 against a server with access control and HTTPS.
 //!
 //! Its lookup (`src/consumer.rs`, `lookup`) is a `hyper::Client::new()`
 //! GET with one header, `Accept`: no secret, no TLS (hyper's plain
-//! `HttpConnector` refuses `https://` URLs), no client certificate; its
-//! `set_credentials` goes to nsqd, in the AUTH command. So it reads from
-//! inside `--read-allow` and is refused by an auth server it cannot answer.
-//! It does not look at the status of the answer either: a refusal's body
-//! fails to parse as a lookup answer, which it logs (through the `log`
-//! facade: [`capture_logs`]) and retries at the next poll.
+//! `HttpConnector` refuses `https://` URLs before connecting), no client
+//! certificate; its `set_credentials` goes to nsqd, in the AUTH command. So
+//! it reads from inside `--read-allow` and is refused by an auth server it
+//! cannot answer. It does not look at the status of the answer either: a
+//! refusal's body fails to parse as a lookup answer, which it logs (through
+//! the `log` facade: [`capture_logs`]) and retries at the next poll.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -253,11 +253,11 @@ mod tests {
         _reg: Registration,
     }
 
-    async fn scene(args: &[&str]) -> Scene {
+    async fn scene<S: AsRef<str>>(args: &[S]) -> Scene {
         let auth = AuthServer::start(&serde_json::json!({"granted": subscribe_grant(".*")}));
         let args: Vec<String> = args
             .iter()
-            .map(|a| a.replace("{auth}", &auth.address))
+            .map(|a| a.as_ref().replace("{auth}", &auth.address))
             .collect();
         let lookupd = Lookupd::start_with(&args);
         let (fake_port, magics) = fake_nsqd().await;
@@ -272,6 +272,18 @@ mod tests {
             magics,
             _reg: reg,
         }
+    }
+
+    /// What tokio-nsq logs when the answer to its lookup at `url` is the
+    /// refusal this GET gets (status `status`): serde's complaint names the
+    /// body's length, which tells this test's refusals from the others'.
+    async fn unparsable(url: &str, status: u16) -> String {
+        let (got, body) = get(url).await;
+        assert_eq!(got, status, "{body}");
+        format!(
+            "lookup_supervisor unknown error missing field `producers` at line 1 column {}",
+            body.len()
+        )
     }
 
     fn consumer(address: String) -> NSQConsumer {
@@ -309,13 +321,13 @@ mod tests {
         // cover 127.0.0.1: tokio-nsq has no secret to send.
         let mut s = scene(&["--read-allow=192.0.2.0/24", "--auth-http-address={auth}"]).await;
         let http = s.lookupd.http;
+        let complaint = unparsable(&format!("http://{http}/lookup?topic={TOPIC}"), 401).await;
         let consumer = consumer(format!("http://{http}"));
-        // Two 401s counted by the server, and tokio-nsq's two complaints
-        // that the answer (`{"message":"AUTH_REQUIRED"}`) is no lookup
-        // answer.
-        wait_until(DEADLINE, "two refused tokio-nsq lookups", || async move {
-            refused(http, "no_credentials").await >= 2.0
-                && logged("lookup_supervisor unknown error missing field `producers`") >= 2
+        // Two 401s counted by the server, and tokio-nsq's complaints that
+        // the answer (`{"message":"AUTH_REQUIRED"}`) is no lookup answer.
+        wait_until(DEADLINE, "two refused tokio-nsq lookups", || {
+            let complaint = complaint.clone();
+            async move { refused(http, "no_credentials").await >= 3.0 && logged(&complaint) >= 2 }
         })
         .await;
         drop(consumer);
@@ -324,5 +336,49 @@ mod tests {
             "tokio-nsq connected to the producer"
         );
         assert!(s.auth.requests().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consumer_cannot_use_https() {
+        capture_logs();
+        let mut s = scene(&tls_args(&pki())).await;
+        let https = s.lookupd.https.expect("the HTTPS listener");
+        let consumer = consumer(format!("https://{https}"));
+        // hyper's HttpConnector (hyper 0.14 src/client/connect/http.rs)
+        // turns the URL down before connecting.
+        wait_until(DEADLINE, "two failed tokio-nsq lookups", || async {
+            logged("invalid URL, scheme is not http") >= 2
+        })
+        .await;
+        drop(consumer);
+        assert!(
+            s.magics.try_recv().is_err(),
+            "tokio-nsq connected to the producer"
+        );
+        let m = metrics(s.lookupd.http).await;
+        assert_eq!(m["nsqlookupd_https_connections_accepted_total"], 0.0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consumer_does_not_follow_tls_required() {
+        capture_logs();
+        // The plain port answers 403 TLS_REQUIRED with the HTTPS port; NSQ's
+        // Go HTTP client follows that, tokio-nsq does not.
+        let mut tls = tls_args(&pki());
+        tls.push("--tls-required".into());
+        let mut s = scene(&tls).await;
+        let http = s.lookupd.http;
+        let complaint = unparsable(&format!("http://{http}/lookup?topic={TOPIC}"), 403).await;
+        let consumer = consumer(format!("http://{http}"));
+        wait_until(DEADLINE, "two refused tokio-nsq lookups", || {
+            let complaint = complaint.clone();
+            async move { logged(&complaint) >= 2 }
+        })
+        .await;
+        drop(consumer);
+        assert!(
+            s.magics.try_recv().is_err(),
+            "tokio-nsq connected to the producer"
+        );
     }
 }
