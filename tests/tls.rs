@@ -114,6 +114,16 @@ fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> io::Result<TlsSt
 
 /// One request on a keep-alive connection, and its answer.
 fn request(stream: &mut TlsStream, method: &str, target: &str) -> io::Result<HttpResponse> {
+    request_with(stream, method, target, "")
+}
+
+/// The same with extra header lines (each ending in `\r\n`).
+fn request_with(
+    stream: &mut TlsStream,
+    method: &str,
+    target: &str,
+    headers: &str,
+) -> io::Result<HttpResponse> {
     let length = if method == "POST" {
         "Content-Length: 0\r\n"
     } else {
@@ -121,7 +131,7 @@ fn request(stream: &mut TlsStream, method: &str, target: &str) -> io::Result<Htt
     };
     write!(
         stream,
-        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{length}\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}{length}\r\n"
     )?;
     stream.flush()?;
     read_http_response(&mut BufReader::new(stream), method == "HEAD")
@@ -970,4 +980,70 @@ fn tls_options_from_the_config_file() {
     assert!(https(addr, &tls12, "GET", "/info").is_err(), "tls1.3");
     let good = https(addr, &client(&pki.ca, Some(&pki.client)), "GET", "/info").unwrap();
     assert_eq!(good.status, 200);
+}
+
+// ------------------------------------------------------------------ with access control
+
+/// `--admin-cn`: a client certificate verified against the root CA and
+/// named there administers (how nsqadmin, which sends no token, gets admin
+/// rights); another verified certificate does not, and plain HTTP cannot.
+/// Under `require-verify` the certificate's common name reaches the auth
+/// server with `tls=true`, as nsqd sends it.
+#[test]
+fn a_verified_certificate_named_in_admin_cn_administers_and_its_cn_reaches_the_auth_server() {
+    let pki = Pki::generate();
+    let auth = common::auth::AuthServer::start();
+    auth.allow("consumer-1", 3600, ".*");
+    let server = tls_server(
+        &pki,
+        &[
+            flag("tls-root-ca-file", &pki.ca),
+            "--tls-client-auth-policy=require-verify".into(),
+            "--admin-cn=client".into(),
+            format!("--auth-http-address={}", auth.address()),
+        ],
+    );
+    let https_addr = server.https_addr();
+    let admin = client(&pki.ca, Some(&pki.client));
+    let r = https(https_addr, &admin, "POST", "/topic/create?topic=made").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = https(https_addr, &admin, "GET", "/topics").unwrap();
+    assert_eq!(
+        r.json()["topics"],
+        serde_json::json!(["made"]),
+        "admins read"
+    );
+
+    // Verified, but not named in --admin-cn: no admin rights, no read
+    // rights without a secret; with a granted secret it reads, and the
+    // auth server is told its common name.
+    let other = client(&pki.ca, Some(&pki.server2));
+    let mut stream = tls_connect(https_addr, &other).unwrap();
+    let r = request(&mut stream, "POST", "/topic/delete?topic=made").unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["message"], "AUTH_REQUIRED");
+    let r = request(&mut stream, "GET", "/topics").unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    let secret = "Authorization: Bearer consumer-1\r\n";
+    let r = request_with(&mut stream, "GET", "/topics", secret).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let q = auth.last_request().expect("the auth server was asked");
+    assert_eq!(q.param("common_name"), Some("server-2"));
+    assert_eq!(q.param("tls"), Some("true"));
+    // The same secret on the same connection: remembered, not asked again.
+    for _ in 0..3 {
+        let r = request_with(&mut stream, "GET", "/lookup?topic=made", secret).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(auth.requests_for("consumer-1"), 1);
+
+    // Plain HTTP carries no certificate: refused.
+    let r = http_post(server.http_addr(), "/topic/delete?topic=made");
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = https(https_addr, &admin, "GET", "/topics").unwrap();
+    assert_eq!(
+        r.json()["topics"],
+        serde_json::json!(["made"]),
+        "nothing deleted"
+    );
 }

@@ -25,9 +25,9 @@ pub mod auth;
 pub mod bearer;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tracing::warn;
 
@@ -119,6 +119,40 @@ pub struct Facts<'a> {
     /// A client certificate's common name, only if the server verified it.
     pub common_name: Option<&'a str>,
     pub authorization: Presented<'a>,
+    /// The connection's last grant, if it keeps one.
+    pub remembered: Option<&'a Remembered>,
+}
+
+/// The last grant of one keep-alive connection, with its secret: a
+/// consumer sends the same secret on every lookup of its connection, and
+/// the peer, TLS and common name cannot change within it, so the next
+/// request with that secret is answered here, before the auth client's
+/// cache (a SHA-256 of the key and a lock). Valid until the grant expires,
+/// exactly as the cache entry; the secret is compared in constant time.
+#[derive(Default)]
+pub struct Remembered(Mutex<Option<(Box<str>, Arc<Grant>)>>);
+
+impl Remembered {
+    fn get(&self, secret: &str, now: Instant) -> Option<Arc<Grant>> {
+        let last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*last {
+            Some((s, grant)) if now < grant.expires() && same_secret(secret, s) => {
+                Some(Arc::clone(grant))
+            }
+            _ => None,
+        }
+    }
+
+    fn set(&self, secret: &str, grant: &Arc<Grant>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((secret.into(), Arc::clone(grant)));
+    }
+}
+
+impl std::fmt::Debug for Remembered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Remembered(<redacted>)")
+    }
 }
 
 /// The answer to "may this request go on?".
@@ -329,6 +363,10 @@ impl Access {
         let Presented::Secret(secret) = facts.authorization else {
             return Verdict::Refused(Self::refusal(true, facts));
         };
+        if let Some(grant) = facts.remembered.and_then(|r| r.get(secret, Instant::now())) {
+            auth.stats().cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Verdict::Identity(grant);
+        }
         let query = AuthQuery {
             remote_ip: facts.peer,
             tls: facts.tls,
@@ -336,7 +374,12 @@ impl Access {
             common_name: facts.common_name.unwrap_or(""),
         };
         match auth.authorize(&query).await {
-            Ok(grant) => Verdict::Identity(grant),
+            Ok(grant) => {
+                if let Some(r) = facts.remembered {
+                    r.set(secret, &grant);
+                }
+                Verdict::Identity(grant)
+            }
             Err(AuthError::Denied) => Verdict::Refused(Refusal::BadCredentials),
             Err(AuthError::Unavailable) => Verdict::Refused(Refusal::AuthUnavailable),
         }
@@ -357,6 +400,7 @@ mod tests {
             tls: cn.is_some(),
             common_name: cn,
             authorization,
+            remembered: None,
         }
     }
 
@@ -446,6 +490,20 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_connection_remembers_its_grant_until_it_expires() {
+        let answer = br#"{"ttl":60,"identity":"i","authorizations":[{"topic":".*","channels":[".*"],"permissions":["subscribe"]}]}"#;
+        let now = Instant::now();
+        let grant = Arc::new(auth::parse_answer(answer, now).unwrap());
+        let r = Remembered::default();
+        assert!(r.get("s1", now).is_none());
+        r.set("s1", &grant);
+        assert!(r.get("s1", now).is_some());
+        assert!(r.get("s2", now).is_none(), "another secret");
+        assert!(r.get("s1", grant.expires()).is_none(), "expired");
+        assert!(!format!("{r:?}").contains("s1"));
     }
 
     #[test]

@@ -112,6 +112,7 @@ async fn permitted(
                 .iter()
                 .map(|v| v.as_bytes()),
         ),
+        remembered: Some(&conn.remembered),
     };
     match ctx.access.check(endpoint.class(), &facts).await {
         Verdict::Full => Ok(Scope::Full),

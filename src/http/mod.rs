@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::accept::{Accepted, Acceptor};
-use crate::access::Access;
+use crate::access::{Access, Remembered};
 use crate::registry::Registry;
 use crate::stats::{GaugeGuard, Limit, Stats};
 use crate::tls::{Failure, Tls};
@@ -99,11 +99,23 @@ pub struct HttpContext {
 /// and, over HTTPS, what its certificate proved. Access control
 /// (`crate::access`) decides on these, never on anything the request says
 /// about itself.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Conn {
     pub peer: SocketAddr,
     /// `Some` on the HTTPS listener.
     pub tls: Option<TlsPeer>,
+    /// Its consumer's last grant (auth server mode).
+    pub remembered: Remembered,
+}
+
+impl Conn {
+    pub fn new(peer: SocketAddr, tls: Option<TlsPeer>) -> Conn {
+        Conn {
+            peer,
+            tls,
+            remembered: Remembered::default(),
+        }
+    }
 }
 
 /// A connection's TLS facts.
@@ -188,7 +200,7 @@ pub async fn run(
             let stats = Arc::clone(&ctx.stats);
             let _open =
                 GaugeGuard::new(&stats.http_connections_open, &stats.http_connections_total);
-            serve(stream, Conn { peer, tls: None }, ctx, shutdown).await;
+            serve(stream, Conn::new(peer, None), ctx, shutdown).await;
         });
     }
     info!("HTTP: closing {}", acceptor.local_addr());
@@ -230,12 +242,12 @@ pub async fn run_tls(
                 }
                 Err(_) => return,
             };
-            let conn = Conn {
+            let conn = Conn::new(
                 peer,
-                tls: Some(TlsPeer {
+                Some(TlsPeer {
                     common_name: established.common_name,
                 }),
-            };
+            );
             serve(established.stream, conn, ctx, shutdown).await;
         });
     }
