@@ -111,10 +111,18 @@ for r in range(1, rounds + 1):
         line.append(f"{m} {f['per_second']:,.0f} req/s ({f['cpu_us_per_request']:.2f} us CPU, {errors} errors)")
     print(f"{preset} round {r}: " + ", ".join(line))
 med = {m: statistics.median(f["per_second"] for f in figures[m]) for m in modes}
+# Each round's ratio to the plain figure of the same round (the machine's
+# drift between rounds cancels), and the median of those.
+ratios = {m: [f["per_second"] / p["per_second"] for f, p in zip(figures[m], figures["plain"])]
+          for m in ("tls", "auth")}
 for m in ("tls", "auth"):
-    print(f"{preset}: {m} median {med[m]:,.0f} req/s = {med[m] / med['plain']:.1%} of plain ({med['plain']:,.0f})")
+    each = ", ".join(f"{x:.1%}" for x in ratios[m])
+    print(f"{preset}: {m} / plain per round {each}; median {statistics.median(ratios[m]):.1%} "
+          f"(median rates: {m} {med[m]:,.0f}, plain {med['plain']:,.0f} req/s)")
 print(f"auth server queries for the whole auth run: {queries}")
 if out:
-    json.dump({"preset": preset, "rounds": figures, "medians": med, "auth_queries": queries},
+    json.dump({"preset": preset, "rounds": figures, "medians": med, "ratios": ratios,
+               "median_ratios": {m: statistics.median(v) for m, v in ratios.items()},
+               "auth_queries": queries},
               open(out, "w"), indent=2)
 PY

@@ -183,7 +183,9 @@ impl fmt::Display for AuthError {
 impl std::error::Error for AuthError {}
 
 /// What a valid answer grants, until [`Grant::expires`].
-#[derive(Debug)]
+/// Cloning shares the compiled patterns, each clone with its own match
+/// scratch space (the `regex` crate's per-`Regex` cache pool).
+#[derive(Clone, Debug)]
 pub struct Grant {
     pub identity: String,
     pub identity_url: String,
@@ -192,7 +194,7 @@ pub struct Grant {
 }
 
 /// One entry of the answer's `authorizations`, patterns compiled.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Authorization {
     topic: Regex,
     channels: Vec<Regex>,

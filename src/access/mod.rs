@@ -129,11 +129,18 @@ pub struct Facts<'a> {
 /// request with that secret is answered here, before the auth client's
 /// cache (a SHA-256 of the key and a lock). Valid until the grant expires,
 /// exactly as the cache entry; the secret is compared in constant time.
+///
+/// The connection keeps its own copy of the grant: every consumer with the
+/// same secret shares one cached grant, and a lookup on each core touching
+/// its reference count and its patterns' scratch space would make the
+/// cores take that cache line from each other on every request.
 #[derive(Default)]
 pub struct Remembered(Mutex<Option<(Box<str>, Arc<Grant>)>>);
 
 impl Remembered {
-    fn get(&self, secret: &str, now: Instant) -> Option<Arc<Grant>> {
+    /// The remembered grant, if `secret` is the one it was granted for and it
+    /// has not expired at `now`.
+    pub fn get(&self, secret: &str, now: Instant) -> Option<Arc<Grant>> {
         let last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match &*last {
             Some((s, grant)) if now < grant.expires() && same_secret(secret, s) => {
@@ -143,9 +150,12 @@ impl Remembered {
         }
     }
 
-    fn set(&self, secret: &str, grant: &Arc<Grant>) {
+    /// Remembers a copy of `grant` for `secret`; returns the copy.
+    pub fn set(&self, secret: &str, grant: &Grant) -> Arc<Grant> {
+        let own = Arc::new(grant.clone());
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((secret.into(), Arc::clone(grant)));
+            Some((secret.into(), Arc::clone(&own)));
+        own
     }
 }
 
@@ -374,12 +384,10 @@ impl Access {
             common_name: facts.common_name.unwrap_or(""),
         };
         match auth.authorize(&query).await {
-            Ok(grant) => {
-                if let Some(r) = facts.remembered {
-                    r.set(secret, &grant);
-                }
-                Verdict::Identity(grant)
-            }
+            Ok(grant) => match facts.remembered {
+                Some(r) => Verdict::Identity(r.set(secret, &grant)),
+                None => Verdict::Identity(grant),
+            },
             Err(AuthError::Denied) => Verdict::Refused(Refusal::BadCredentials),
             Err(AuthError::Unavailable) => Verdict::Refused(Refusal::AuthUnavailable),
         }
@@ -499,8 +507,9 @@ mod tests {
         let grant = Arc::new(auth::parse_answer(answer, now).unwrap());
         let r = Remembered::default();
         assert!(r.get("s1", now).is_none());
-        r.set("s1", &grant);
-        assert!(r.get("s1", now).is_some());
+        let own = r.set("s1", &grant);
+        assert!(!Arc::ptr_eq(&own, &grant), "a copy of its own");
+        assert!(Arc::ptr_eq(&r.get("s1", now).unwrap(), &own));
         assert!(r.get("s2", now).is_none(), "another secret");
         assert!(r.get("s1", grant.expires()).is_none(), "expired");
         assert!(!format!("{r:?}").contains("s1"));
