@@ -19,6 +19,7 @@
 //! also bounds how long an idle keep-alive connection is kept (slowloris)
 //! and, on HTTPS, the TLS handshake before it, and the size of a body.
 
+pub mod encoding;
 pub mod handlers;
 pub mod head_deadline;
 pub mod query;

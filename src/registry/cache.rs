@@ -25,8 +25,8 @@
 //! served.
 
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -68,19 +68,82 @@ impl CacheBudget {
     }
 }
 
+/// The content codings an answer is kept in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+}
+
+/// One answer, as it was at `generation`, in the encodings clients asked
+/// for: each is made once, when first asked for, and lives as long as the
+/// answer is current. A rendering starts with the encoding its first
+/// reader wanted; a plain body that no client asks for is never kept
+/// beside a compressed one.
 #[derive(Debug)]
-struct Rendered {
+pub(super) struct Rendered {
     generation: u64,
     valid_until: Nanos,
-    body: Bytes,
+    plain: OnceLock<Bytes>,
+    gzip: OnceLock<Bytes>,
+    /// Held while one reader compresses, so that the answer is compressed
+    /// once; a reader that finds it held serves the plain body meanwhile.
+    compressing: Mutex<()>,
+    /// The plain body's length, kept or not (what a compressed one saves).
+    plain_len: usize,
     budget: Arc<CacheBudget>,
+}
+
+impl Rendered {
+    fn slot(&self, encoding: Encoding) -> &OnceLock<Bytes> {
+        match encoding {
+            Encoding::Identity => &self.plain,
+            Encoding::Gzip => &self.gzip,
+        }
+    }
+
+    /// This answer in `encoding`, if it was made.
+    pub(super) fn serve(self: &Arc<Self>, encoding: Encoding) -> Option<SharedBody> {
+        self.slot(encoding).get()?;
+        Some(SharedBody(Shared::Cached(Arc::clone(self), encoding)))
+    }
+
+    /// The plain body, if kept.
+    pub(super) fn plain(&self) -> Option<&Bytes> {
+        self.plain.get()
+    }
+
+    /// Keeps `body` as this answer in `encoding` if the budget has room
+    /// (and no other reader kept one first), and hands it out.
+    pub(super) fn fill(self: &Arc<Self>, encoding: Encoding, body: Bytes) -> SharedBody {
+        let slot = self.slot(encoding);
+        if slot.get().is_none() && self.budget.try_take(body.len()) {
+            let len = body.len();
+            if slot.set(body.clone()).is_err() {
+                self.budget.used.fetch_sub(len, Ordering::AcqRel);
+            }
+        }
+        match self.serve(encoding) {
+            Some(kept) => kept,
+            None => SharedBody(Shared::Own(body)),
+        }
+    }
+
+    /// Runs `compress` unless another reader is already compressing this
+    /// answer (then `None`: serve the plain body this time).
+    pub(super) fn compress_once(&self, compress: impl FnOnce() -> Bytes) -> Option<Bytes> {
+        let _turn = self.compressing.try_lock().ok()?;
+        match self.gzip.get() {
+            Some(done) => Some(done.clone()),
+            None => Some(compress()),
+        }
+    }
 }
 
 impl Drop for Rendered {
     fn drop(&mut self) {
-        self.budget
-            .used
-            .fetch_sub(self.body.len(), Ordering::AcqRel);
+        let len = self.plain.get().map_or(0, Bytes::len) + self.gzip.get().map_or(0, Bytes::len);
+        self.budget.used.fetch_sub(len, Ordering::AcqRel);
     }
 }
 
@@ -98,7 +161,8 @@ pub struct SharedBody(Shared);
 
 #[derive(Clone, Debug)]
 enum Shared {
-    Cached(Arc<Rendered>),
+    /// Only made for an encoding whose slot is set.
+    Cached(Arc<Rendered>, Encoding),
     Own(Bytes),
 }
 
@@ -107,8 +171,19 @@ impl Deref for SharedBody {
 
     fn deref(&self) -> &[u8] {
         match &self.0 {
-            Shared::Cached(r) => &r.body,
+            Shared::Cached(r, encoding) => r.slot(*encoding).get().map_or(&[], |b| &b[..]),
             Shared::Own(b) => b,
+        }
+    }
+}
+
+impl SharedBody {
+    /// The length of the plain answer this body encodes, for a cached
+    /// body; `None` for one rendered for a single request.
+    pub fn plain_len(&self) -> Option<usize> {
+        match &self.0 {
+            Shared::Cached(r, _) => Some(r.plain_len),
+            Shared::Own(_) => None,
         }
     }
 }
@@ -128,18 +203,28 @@ pub(super) struct ViewSlot {
 }
 
 impl ViewSlot {
-    /// The body, if it was rendered at `generation` and is current at `now`.
+    /// The plain body, if it was rendered at `generation` and is current at `now`.
     pub(super) fn get(&self, generation: u64, now: Nanos) -> Option<SharedBody> {
         match &*self.rendered.load() {
             Some(r) if r.generation == generation && now < r.valid_until => {
-                Some(SharedBody(Shared::Cached(Arc::clone(r))))
+                r.serve(Encoding::Identity)
             }
             _ => None,
         }
     }
 
-    /// Stores a body rendered from data read after `generation` was taken,
-    /// if the budget has room for it (the previous body is freed first).
+    /// The rendering made at `generation`, if current at `now`, whichever
+    /// encodings it holds.
+    pub(super) fn current(&self, generation: u64, now: Nanos) -> Option<Arc<Rendered>> {
+        match &*self.rendered.load() {
+            Some(r) if r.generation == generation && now < r.valid_until => Some(Arc::clone(r)),
+            _ => None,
+        }
+    }
+
+    /// Stores a plain body rendered from data read after `generation` was
+    /// taken, if the budget has room for it (the previous body is freed
+    /// first).
     pub(super) fn store(
         &self,
         generation: u64,
@@ -147,16 +232,51 @@ impl ViewSlot {
         body: Bytes,
         budget: &Arc<CacheBudget>,
     ) {
-        self.clear();
-        if !budget.try_take(body.len()) {
-            return;
-        }
-        self.rendered.store(Some(Arc::new(Rendered {
+        let len = body.len();
+        self.store_as(
             generation,
             valid_until,
+            Encoding::Identity,
             body,
+            len,
+            budget,
+        );
+    }
+
+    /// The same, for a body in `encoding`; hands out what it stored.
+    pub(super) fn store_as(
+        &self,
+        generation: u64,
+        valid_until: Nanos,
+        encoding: Encoding,
+        body: Bytes,
+        plain_len: usize,
+        budget: &Arc<CacheBudget>,
+    ) -> SharedBody {
+        // The same answer already kept in another encoding: add this one.
+        if let Some(r) = &*self.rendered.load()
+            && r.generation == generation
+            && r.valid_until == valid_until
+        {
+            return r.fill(encoding, body);
+        }
+        self.clear();
+        if !budget.try_take(body.len()) {
+            return SharedBody(Shared::Own(body));
+        }
+        let rendered = Arc::new(Rendered {
+            generation,
+            valid_until,
+            plain: OnceLock::new(),
+            gzip: OnceLock::new(),
+            compressing: Mutex::new(()),
+            plain_len,
             budget: Arc::clone(budget),
-        })));
+        });
+        let _ = rendered.slot(encoding).set(body);
+        let served = SharedBody(Shared::Cached(Arc::clone(&rendered), encoding));
+        self.rendered.store(Some(rendered));
+        served
     }
 
     /// Frees the cached body.
@@ -199,6 +319,30 @@ impl LookupCache {
     pub(super) fn get(&self, now: Nanos) -> Result<SharedBody, Generation> {
         let generation = self.generation.load(Ordering::Acquire);
         self.slot.get(generation, now).ok_or(Generation(generation))
+    }
+
+    /// The current rendering (any encodings), or the generation to tag a
+    /// fresh one with.
+    pub(super) fn current(&self, now: Nanos) -> Result<Arc<Rendered>, Generation> {
+        let generation = self.generation.load(Ordering::Acquire);
+        self.slot
+            .current(generation, now)
+            .ok_or(Generation(generation))
+    }
+
+    /// Stores a body in `encoding` (of a plain one of `plain_len` bytes);
+    /// hands out what it stored.
+    pub(super) fn store_as(
+        &self,
+        generation: Generation,
+        valid_until: Nanos,
+        encoding: Encoding,
+        body: Bytes,
+        plain_len: usize,
+        budget: &Arc<CacheBudget>,
+    ) -> SharedBody {
+        self.slot
+            .store_as(generation.0, valid_until, encoding, body, plain_len, budget)
     }
 
     /// Stores a body rendered from data read after `generation` was taken,
