@@ -25,9 +25,7 @@ source perf/server.sh
 preset=${1:?usage: perf/alternate.sh PRESET [ROUNDS [JSON]]}
 rounds=${2:-3}
 json_out=${3:-}
-server=${SERVER_BIN:-target/release/nsqlookupd}
-bench=${BENCH_BIN:-target/release/nsqlookupd-bench}
-[ -n "${SERVER_BIN:-}" ] || cargo build --release --bin nsqlookupd --bin nsqlookupd-bench
+release_binaries
 tmp=$(mktemp -d)
 start_server "$tmp/server.log" taskset -c 0 "$server"
 pid=$server_pid tcp=$server_tcp http=$server_http
