@@ -42,7 +42,12 @@ async function startLookupd(...extraArgs) {
   if (extraArgs.some((a) => a.startsWith('--tls-cert='))) want.push('HTTPS')
   const proc = spawn(
     serverBinary(),
-    [`--tcp-address=${HOST}:0`, `--http-address=${HOST}:0`, ...extraArgs],
+    [
+      `--tcp-address=${HOST}:0`,
+      `--http-address=${HOST}:0`,
+      ...(process.env.NSQLOOKUPD_EXTRA_ARGS || '').split(/\s+/).filter(Boolean),
+      ...extraArgs,
+    ],
     {stdio: ['ignore', 'ignore', 'pipe']}
   )
   const log = []

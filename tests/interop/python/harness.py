@@ -63,6 +63,7 @@ class Lookupd:
                 server_binary(),
                 f"--tcp-address={HOST}:0",
                 f"--http-address={HOST}:0",
+                *os.environ.get("NSQLOOKUPD_EXTRA_ARGS", "").split(),
                 *extra_args,
             ],
             stdin=subprocess.DEVNULL,

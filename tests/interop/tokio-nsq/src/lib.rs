@@ -32,6 +32,18 @@ pub(crate) fn root() -> PathBuf {
 /// `NSQLOOKUPD_BIN`, else the main package's debug build. (This crate is
 /// built with its own CARGO_TARGET_DIR, so that variable says nothing about
 /// where the server is.)
+/// `NSQLOOKUPD_EXTRA_ARGS` (space separated), given to every server before
+/// the test's own flags: run.sh replays the suite with
+/// `--http-compression-min-size=1`, so that every answer goes compressed
+/// to the clients that accept gzip.
+fn extra_server_args() -> Vec<String> {
+    std::env::var("NSQLOOKUPD_EXTRA_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 fn server_binary() -> PathBuf {
     match std::env::var_os("NSQLOOKUPD_BIN") {
         Some(path) => PathBuf::from(path),
@@ -59,6 +71,7 @@ impl Lookupd {
         let mut child = Command::new(server_binary())
             .arg(format!("--tcp-address={HOST}:0"))
             .arg(format!("--http-address={HOST}:0"))
+            .args(extra_server_args())
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
