@@ -153,6 +153,55 @@ async fn answers_that_do_not_match_the_fleet_fail_the_run() {
     srv.shutdown().await;
 }
 
+/// `consumers --accept-gzip` against the real server: whatever it
+/// answers, gzip or plain (at `small` every answer is under the 1 KiB a
+/// server compresses from), every answer is checked as without the option,
+/// and the run passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_asking_for_gzip_check_the_servers_answers() {
+    let srv = start_server().await;
+    let (tcp, http) = (srv.tcp.to_string(), srv.http.to_string());
+    let Cmd::Fleet(fleet) = cli(&["fleet", "--tcp-address", &tcp, "--duration", "3s"]) else {
+        unreachable!()
+    };
+    let fleet = tokio::spawn(modes::fleet_only(fleet));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let Cmd::Consumers(cons) = cli(&[
+        "consumers",
+        "--http-address",
+        &http,
+        "--accept-gzip",
+        "--duration",
+        "1s",
+        "--workers",
+        "2",
+        "--check-sample",
+        "1",
+    ]) else {
+        unreachable!()
+    };
+    let out = modes::consumers_only(cons)
+        .await
+        .expect("consumers complete");
+    let r = &out.report;
+    assert!(r.passed, "{}", r.table());
+    let l = r.lookups.as_ref().expect("lookups");
+    assert_eq!(l.errors.total(), 0, "{}", r.table());
+    assert!(r.checks.sampled > 20 && r.checks.sampled == l.requests_ok);
+    let e = &l.encoding;
+    assert!(e.accept_gzip);
+    assert_eq!(e.answers_gzip + e.answers_plain, l.requests_ok);
+    assert!(e.wire_body_bytes_mean.unwrap() > 0.0);
+    assert!(
+        r.table()
+            .contains("encoding: Accept-Encoding: gzip (inflated: all)")
+    );
+    assert!(r.table().contains("Accept-Encoding: gzip"), "{}", r.table());
+    let fleet = fleet.await.expect("fleet task").expect("fleet completes");
+    assert!(fleet.report.passed, "{}", fleet.report.table());
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_spreads_over_several_servers() {
     let (s1, s2) = (start_server().await, start_server().await);

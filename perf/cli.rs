@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::consumers::{ConsumerConfig, Mix};
+use crate::consumers::{ConsumerConfig, GzipDecode, Mix};
 use crate::fleet::FleetConfig;
 use crate::httpc::Target;
 use crate::presets::Preset;
@@ -135,6 +135,13 @@ pub struct HttpClientArgs {
     /// around it).
     #[arg(long, value_name = "FILE")]
     pub auth_secret_file: Option<PathBuf>,
+    /// Send `Accept-Encoding: gzip` with every HTTP request, as Go's HTTP
+    /// client, pynsq and nsqjs do, and inflate the answers that come
+    /// `Content-Encoding: gzip` before checking them (plain answers are
+    /// checked as always). Off by default: the requests are then the same
+    /// bytes as before this option existed (no Accept-Encoding header).
+    #[arg(long)]
+    pub accept_gzip: bool,
 }
 
 impl HttpClientArgs {
@@ -159,7 +166,11 @@ impl HttpClientArgs {
             (None, Some(path)) => Some(Secret::from_file(path)?),
             (None, None) => None,
         };
-        Ok(HttpClient { tls, secret })
+        Ok(HttpClient {
+            tls,
+            secret,
+            accept_gzip: self.accept_gzip,
+        })
     }
 
     /// The client and the target for one address.
@@ -298,6 +309,12 @@ pub struct ConsumerArgs {
     /// An HTTP exchange slower than this is a timeout error.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub http_timeout: Duration,
+    /// With --accept-gzip, which gzip answers of the load are inflated:
+    /// `all` (as a real client does), or only those sampled for checking
+    /// (`checked`: the others are counted with the size their gzip trailer
+    /// states, so that inflating does not make the bench the bottleneck).
+    #[arg(long, value_enum, default_value = "all")]
+    pub gzip_decode: GzipDecode,
     /// Seed of the topic choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -335,6 +352,7 @@ impl ConsumerArgs {
             mix,
             check_sample: self.check_sample.unwrap_or(default_sample).clamp(0.0, 1.0),
             http_timeout: self.http_timeout,
+            gzip_decode: self.gzip_decode,
             seed: self.seed,
         })
     }
@@ -748,6 +766,56 @@ mod tests {
             panic!("not converge")
         };
         assert_eq!(c.http_address, "https://[::1]:4162");
+    }
+
+    #[test]
+    fn accept_gzip_is_off_unless_asked() {
+        let Cmd::Consumers(c) = Cli::try_parse_from(["b", "consumers"]).unwrap().cmd else {
+            panic!("not consumers")
+        };
+        let cfg = c.consumers.config(0.0).unwrap();
+        assert!(!cfg.client.accept_gzip && !cfg.http[0].accepts_gzip());
+        assert_eq!(cfg.gzip_decode, GzipDecode::All);
+        assert!(!cfg.client.report(&cfg.http).accept_gzip);
+        for mode in ["run", "consumers", "ceiling"] {
+            let cmd = Cli::try_parse_from(["b", mode, "--accept-gzip", "--gzip-decode", "checked"])
+                .unwrap()
+                .cmd;
+            let consumers = match cmd {
+                Cmd::Run(r) => r.consumers,
+                Cmd::Consumers(c) => c.consumers,
+                Cmd::Ceiling(c) => c.consumers,
+                _ => unreachable!(),
+            };
+            let cfg = consumers.config(0.0).unwrap();
+            assert!(
+                cfg.client.accept_gzip && cfg.http[0].accepts_gzip(),
+                "{mode}"
+            );
+            assert_eq!(cfg.gzip_decode, GzipDecode::Checked);
+            let r = cfg.client.report(&cfg.http);
+            assert_eq!(r.to_string(), "http, no secret sent, Accept-Encoding: gzip");
+        }
+        // The modes that check answers without a consumer load take it too.
+        let Cmd::Converge(c) = Cli::try_parse_from(["b", "converge", "--accept-gzip"])
+            .unwrap()
+            .cmd
+        else {
+            panic!("not converge")
+        };
+        assert!(
+            c.http_client
+                .single(&c.http_address)
+                .unwrap()
+                .1
+                .accepts_gzip()
+        );
+        for mode in ["fleet", "propagation"] {
+            assert!(
+                Cli::try_parse_from(["b", mode, "--accept-gzip"]).is_ok(),
+                "{mode}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod consumers;
 mod fleet;
+mod gzip;
 mod httpc;
 mod modes;
 mod plot;

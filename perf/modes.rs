@@ -8,15 +8,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::ceiling::{self, CeilingProcess};
 use crate::cli::{CeilingArgs, ConsumersOnlyArgs, FleetArgs, FleetOnlyArgs, OutputArgs, RunArgs};
-use crate::consumers::{self, ConsumerConfig, ConsumerStats, KINDS};
+use crate::consumers::{self, ConsumerConfig, ConsumerStats, GzipDecode, KINDS};
 use crate::fleet::{Fleet, FleetConfig, FleetStats, NodeStates, Phase};
 use crate::httpc::Target;
 use crate::plot;
 use crate::procstat::{self, MachineProbe, Probe, ProcDelta};
 use crate::progress::{Progress, note};
 use crate::report::{
-    ChecksReport, CleanupReport, LoadReport, MachineLoad, RegistrationReport, Report, SteadyReport,
-    StormReport, WorkloadReport, fmt_int,
+    ChecksReport, CleanupReport, EncodingReport, KindEncoding, LoadReport, MachineLoad,
+    RegistrationReport, Report, SteadyReport, StormReport, WorkloadReport, fmt_int,
 };
 use crate::scheme::Workload;
 use crate::stats::Latency;
@@ -96,6 +96,7 @@ fn load_report(
         mean_body_bytes: s
             .mean_lookup_bytes()
             .or((s.ok() > 0).then(|| (total_bytes / s.ok()) as usize)),
+        encoding: encoding_report(cfg, s),
         latency: s.latency.summary(),
         latency_by_kind: if s.ok_by_kind.iter().filter(|n| **n > 0).count() > 1 {
             KINDS
@@ -115,6 +116,54 @@ fn load_report(
         server,
         load_generator: loadgen,
         machine,
+    }
+}
+
+/// The gzip and plain answers of a load and their sizes.
+fn encoding_report(cfg: &ConsumerConfig, s: &ConsumerStats) -> EncodingReport {
+    let kinds: Vec<usize> = (0..KINDS.len()).filter(|&k| s.ok_by_kind[k] > 0).collect();
+    // The means are over /lookup answers, or over every answer when there
+    // were none (as `mean_body_bytes`).
+    let over: Vec<usize> = if s.ok_by_kind[0] > 0 {
+        vec![0]
+    } else {
+        kinds.clone()
+    };
+    let n: u64 = over.iter().map(|&k| s.ok_by_kind[k]).sum();
+    let mean = |bytes: &[u64; 4]| {
+        (n > 0).then(|| over.iter().map(|&k| bytes[k]).sum::<u64>() as f64 / n as f64)
+    };
+    let gzip: u64 = s.gzip_by_kind.iter().sum();
+    EncodingReport {
+        accept_gzip: cfg.client.accept_gzip,
+        gzip_decode: match cfg.gzip_decode {
+            GzipDecode::All => "all",
+            GzipDecode::Checked => "checked",
+        }
+        .into(),
+        answers_gzip: gzip,
+        answers_plain: s.ok() - gzip,
+        wire_body_bytes_mean: mean(&s.wire_bytes_by_kind),
+        content_body_bytes_mean: mean(&s.bytes_by_kind),
+        by_kind: if kinds.len() > 1 {
+            kinds
+                .iter()
+                .map(|&k| {
+                    let ok = s.ok_by_kind[k];
+                    (
+                        KINDS[k].to_string(),
+                        KindEncoding {
+                            answers_gzip: s.gzip_by_kind[k],
+                            answers_plain: ok - s.gzip_by_kind[k],
+                            wire_body_bytes_mean: s.wire_bytes_by_kind[k] as f64 / ok as f64,
+                            content_body_bytes_mean: s.bytes_by_kind[k] as f64 / ok as f64,
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        },
     }
 }
 

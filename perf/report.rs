@@ -248,8 +248,12 @@ pub struct LoadReport {
     pub requests_ok: u64,
     pub per_second: f64,
     pub ok_by_kind: BTreeMap<String, u64>,
-    /// Mean body size of `/lookup` answers (or of every answer, ceiling).
+    /// Mean body size of `/lookup` answers (of every answer when there
+    /// were none), inflated when it came gzip.
     pub mean_body_bytes: Option<usize>,
+    /// Whether gzip was asked for, how many answers came compressed, and
+    /// the body bytes on the wire next to the inflated ones.
+    pub encoding: EncodingReport,
     /// From the scheduled time (open loop) or the send (closed loop).
     pub latency: LatencySummary,
     /// `latency` by kind of request, when the run mixed kinds.
@@ -266,6 +270,67 @@ pub struct LoadReport {
     pub server: Option<ProcDelta>,
     pub load_generator: Option<ProcDelta>,
     pub machine: Option<MachineLoad>,
+}
+
+/// Compressed and plain answers of one load, by the bytes their bodies
+/// had on the wire and once inflated.
+#[derive(Serialize, Default, Clone, Debug, PartialEq)]
+pub struct EncodingReport {
+    /// Requests carried `Accept-Encoding: gzip` (`--accept-gzip`).
+    pub accept_gzip: bool,
+    /// Which gzip answers were inflated: `all`, or `checked` (only the
+    /// sampled ones; the others' content size is their trailer's word).
+    pub gzip_decode: String,
+    /// 200 answers that came `Content-Encoding: gzip`, of every kind.
+    pub answers_gzip: u64,
+    /// 200 answers that came plain, of every kind.
+    pub answers_plain: u64,
+    /// Mean body bytes per answer as received (after any chunked framing;
+    /// compressed when gzip): over the `/lookup` answers, or every answer
+    /// when there were none, as `mean_body_bytes`.
+    pub wire_body_bytes_mean: Option<f64>,
+    /// Mean body bytes per answer once inflated (the same answers).
+    pub content_body_bytes_mean: Option<f64>,
+    /// The same figures for each kind of request, when the load mixed kinds.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_kind: BTreeMap<String, KindEncoding>,
+}
+
+/// [`EncodingReport`]'s figures for one kind of request.
+#[derive(Serialize, Default, Clone, Debug, PartialEq)]
+pub struct KindEncoding {
+    pub answers_gzip: u64,
+    pub answers_plain: u64,
+    pub wire_body_bytes_mean: f64,
+    pub content_body_bytes_mean: f64,
+}
+
+impl EncodingReport {
+    /// The text line of a load: what was asked, what came, the sizes.
+    pub fn text(&self) -> String {
+        let mut t = format!(
+            "encoding: {}; {} answers gzip, {} plain",
+            if self.accept_gzip {
+                format!("Accept-Encoding: gzip (inflated: {})", self.gzip_decode)
+            } else {
+                "no Accept-Encoding sent".to_string()
+            },
+            fmt_int(self.answers_gzip),
+            fmt_int(self.answers_plain)
+        );
+        if let (Some(w), Some(c)) = (self.wire_body_bytes_mean, self.content_body_bytes_mean) {
+            let _ = write!(
+                t,
+                "; body per answer {} B on the wire, {} B inflated",
+                fmt_int(w.round() as u64),
+                fmt_int(c.round() as u64)
+            );
+            if w > 0.0 && (c - w).abs() >= 0.5 {
+                let _ = write!(t, " ({:.1}x)", c / w);
+            }
+        }
+        t
+    }
 }
 
 #[derive(Serialize, Default)]
@@ -628,6 +693,7 @@ impl Report {
                         ""
                     }
                 );
+                let _ = writeln!(o, "    {}", l.encoding.text());
                 if l.unsent > 0 {
                     let _ = writeln!(
                         o,
@@ -777,6 +843,36 @@ mod tests {
             "{}",
             r.table()
         );
+    }
+
+    #[test]
+    fn encoding_line() {
+        let mut e = EncodingReport {
+            accept_gzip: true,
+            gzip_decode: "all".into(),
+            answers_gzip: 1_000,
+            answers_plain: 2,
+            wire_body_bytes_mean: Some(4_492.4),
+            content_body_bytes_mean: Some(48_814.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            e.text(),
+            "encoding: Accept-Encoding: gzip (inflated: all); 1,000 answers gzip, 2 plain; \
+             body per answer 4,492 B on the wire, 48,814 B inflated (10.9x)"
+        );
+        e.accept_gzip = false;
+        e.answers_gzip = 0;
+        e.wire_body_bytes_mean = Some(1_003.0);
+        e.content_body_bytes_mean = Some(1_003.0);
+        assert_eq!(
+            e.text(),
+            "encoding: no Accept-Encoding sent; 0 answers gzip, 2 plain; \
+             body per answer 1,003 B on the wire, 1,003 B inflated"
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["wire_body_bytes_mean"], 1_003.0);
+        assert!(json.get("by_kind").is_none());
     }
 
     #[test]
