@@ -1,14 +1,15 @@
 //! gzip for the bench: inflating the answers that came `Content-Encoding:
 //! gzip` (one decoder per connection, reset between answers, so that an
 //! answer allocates nothing once the connection's output buffer has grown
-//! to the answer size).
+//! to the answer size), compressing the ceiling server's bodies, and
+//! reading `Accept-Encoding`.
 //!
 //! The gzip framing (RFC 1952: a header, raw deflate data, then the CRC-32
 //! and the length of the data, mod 2^32) is done here around flate2's raw
 //! deflate, so it is the same whichever backend flate2 is built with; the
 //! trailer is verified, as Go's and Python's gzip readers do.
 
-use flate2::{Crc, Decompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, Crc, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// A larger inflated body is refused (the same limit as a plain one).
 pub const MAX_OUT: usize = 256 << 20;
@@ -155,9 +156,8 @@ impl Gunzip {
 /// `data` as one gzip member compressed at `level` (0-9), with the minimal
 /// header (no name, no time, OS unknown), as Go's and this project's
 /// servers write it.
-#[cfg(test)]
 pub fn compress(data: &[u8], level: u32) -> Vec<u8> {
-    let mut c = flate2::Compress::new(flate2::Compression::new(level.min(9)), false);
+    let mut c = Compress::new(Compression::new(level.min(9)), false);
     let xfl = match level {
         1 => 4,
         9 => 2,
@@ -172,7 +172,7 @@ pub fn compress(data: &[u8], level: u32) -> Vec<u8> {
         }
         // Compressing into a buffer with room never fails: errors are
         // misuse of the stream, which this loop does not do.
-        match c.compress_vec(&data[consumed..], &mut out, flate2::FlushCompress::Finish) {
+        match c.compress_vec(&data[consumed..], &mut out, FlushCompress::Finish) {
             Ok(Status::StreamEnd) => break,
             Ok(_) => {}
             Err(e) => unreachable!("deflate refused its input: {e}"),
@@ -183,6 +183,75 @@ pub fn compress(data: &[u8], level: u32) -> Vec<u8> {
     out.extend_from_slice(&crc.sum().to_le_bytes());
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out
+}
+
+/// Whether the `Accept-Encoding` values `values` (every such header line
+/// of a request) allow a gzip answer, by the rule this project's server
+/// follows: `gzip`, `x-gzip` or `*` with a q-value above 0, unless
+/// `identity` is ranked strictly above it; a malformed q-value makes the
+/// whole header mean "plain".
+pub fn accepts_gzip<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
+    let (mut gzip, mut identity, mut any) = (None::<u16>, None::<u16>, None::<u16>);
+    for entry in values.flat_map(|v| v.split(|&b| b == b',')).take(64) {
+        let mut parts = entry.split(|&b| b == b';');
+        let coding = trim(parts.next().unwrap_or_default());
+        if coding.is_empty() {
+            continue;
+        }
+        let mut q = 1000;
+        for param in parts {
+            let param = trim(param);
+            if let Some(v) = param
+                .strip_prefix(b"q=")
+                .or_else(|| param.strip_prefix(b"Q="))
+            {
+                match qvalue(trim(v)) {
+                    Some(v) => q = v,
+                    None => return false,
+                }
+            }
+        }
+        let slot = if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip")
+        {
+            &mut gzip
+        } else if coding.eq_ignore_ascii_case(b"identity") {
+            &mut identity
+        } else if coding == b"*" {
+            &mut any
+        } else {
+            continue;
+        };
+        *slot = Some(slot.map_or(q, |old| old.max(q)));
+    }
+    match gzip.or(any) {
+        Some(g) if g > 0 => !matches!(identity.or(any), Some(i) if i > g),
+        _ => false,
+    }
+}
+
+/// A q-value in thousandths (`0`, `0.5`, `1.000`), `None` if malformed.
+fn qvalue(s: &[u8]) -> Option<u16> {
+    match s {
+        [b'0'] => Some(0),
+        [b'1'] => Some(1000),
+        [b'0', b'.', rest @ ..] if rest.len() <= 3 && rest.iter().all(u8::is_ascii_digit) => {
+            Some((0..3).fold(0u16, |v, i| {
+                v * 10 + rest.get(i).map_or(0, |d| u16::from(d - b'0'))
+            }))
+        }
+        [b'1', b'.', rest @ ..] if rest.len() <= 3 && rest.iter().all(|&d| d == b'0') => Some(1000),
+        _ => None,
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
 }
 
 #[cfg(test)]
@@ -291,5 +360,25 @@ mod tests {
         // The decoder is still good after every failure.
         d.decode(&z, &mut out).unwrap();
         assert_eq!(out, data);
+    }
+
+    fn ae(headers: &[&str]) -> bool {
+        accepts_gzip(headers.iter().map(|h| h.as_bytes()))
+    }
+
+    #[test]
+    fn accept_encoding() {
+        assert!(ae(&["gzip"]), "Go's net/http, pynsq");
+        assert!(ae(&["gzip, deflate"]), "nsqjs");
+        assert!(ae(&["deflate, br", "gzip"]), "two header lines");
+        assert!(ae(&["GZIP;Q=1.0"]) && ae(&["x-gzip"]) && ae(&["*"]));
+        assert!(ae(&["gzip;q=0.001"]) && ae(&["identity;q=0, gzip"]));
+        assert!(ae(&["gzip;q=0.5, identity;q=0.4"]));
+        assert!(!ae(&[]) && !ae(&["identity"]) && !ae(&["deflate, br"]));
+        assert!(!ae(&["gzip;q=0"]) && !ae(&["gzip; q=0.000"]) && !ae(&["*;q=0"]));
+        assert!(!ae(&["*, gzip;q=0"]), "a named coding beats *");
+        assert!(!ae(&["gzip;q=0.5, identity"]), "identity ranked higher");
+        assert!(!ae(&["gzip;q=2"]) && !ae(&["gzip;q="]), "malformed: plain");
+        assert!(!ae(&["gzipped"]) && !ae(&["xgzip"]));
     }
 }
