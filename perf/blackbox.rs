@@ -4,6 +4,7 @@
 //! show that the checker fails a server whose answers do not match.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use clap::Parser;
 use nsqlookupd::config::{self, Parsed};
@@ -165,6 +166,155 @@ async fn answers_that_do_not_match_the_fleet_fail_the_run() {
     let fleet = fleet.await.expect("fleet task").expect("fleet completes");
     assert!(fleet.report.passed, "{}", fleet.report.table());
     srv.shutdown().await;
+}
+
+/// `consumers --accept-gzip` against the real server: whatever it
+/// answers, gzip or plain (at `small` every answer is under the 1 KiB a
+/// server compresses from), every answer is checked as without the option,
+/// and the run passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_asking_for_gzip_check_the_servers_answers() {
+    let srv = start_server().await;
+    let (tcp, http) = (srv.tcp.to_string(), srv.http.to_string());
+    let Cmd::Fleet(fleet) = cli(&["fleet", "--tcp-address", &tcp, "--duration", "3s"]) else {
+        unreachable!()
+    };
+    let fleet = tokio::spawn(modes::fleet_only(fleet));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let Cmd::Consumers(cons) = cli(&[
+        "consumers",
+        "--http-address",
+        &http,
+        "--accept-gzip",
+        "--duration",
+        "1s",
+        "--workers",
+        "2",
+        "--check-sample",
+        "1",
+    ]) else {
+        unreachable!()
+    };
+    let out = modes::consumers_only(cons)
+        .await
+        .expect("consumers complete");
+    let r = &out.report;
+    assert!(r.passed, "{}", r.table());
+    let l = r.lookups.as_ref().expect("lookups");
+    assert_eq!(l.errors.total(), 0, "{}", r.table());
+    assert!(r.checks.sampled > 20 && r.checks.sampled == l.requests_ok);
+    let e = &l.encoding;
+    assert!(e.accept_gzip);
+    assert_eq!(e.answers_gzip + e.answers_plain, l.requests_ok);
+    assert!(e.wire_body_bytes_mean.unwrap() > 0.0);
+    assert!(
+        r.table()
+            .contains("encoding: Accept-Encoding: gzip (inflated: all)")
+    );
+    assert!(r.table().contains("Accept-Encoding: gzip"), "{}", r.table());
+    let fleet = fleet.await.expect("fleet task").expect("fleet completes");
+    assert!(fleet.report.passed, "{}", fleet.report.table());
+    srv.shutdown().await;
+}
+
+/// The distinct-body ceiling (in-process: the `serve-ceiling` child is
+/// this binary's own code) loaded by `consumers --accept-gzip` with every
+/// answer checked: each request gets its topic's real answer, gzip, which
+/// is inflated and found right, and counted as compressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_check_the_distinct_ceilings_gzip_answers() {
+    use crate::ceiling::{self, Answers, CeilingSpec};
+    let Cmd::Consumers(probe) = cli(&["consumers"]) else {
+        unreachable!()
+    };
+    let w = probe.workload.workload().unwrap();
+    // Small's answers (~1 KB) are under the server's 1 KiB threshold:
+    // compress every one here.
+    let spec = CeilingSpec {
+        kind: "distinct",
+        bodies: w.covered_topics(),
+        body_size: None,
+        gzip_level: 1,
+        gzip_min_size: 0,
+    };
+    let answers = Arc::new(Answers::render(&w, &spec));
+    assert_eq!(answers.summary.gzip_bodies, 20);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(ceiling::serve(l, answers.clone()));
+    let load = |extra: &[&str]| {
+        let mut args = vec![
+            "consumers",
+            "--http-address",
+            &addr,
+            "--duration",
+            "700ms",
+            "--workers",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let Cmd::Consumers(c) = cli(&args) else {
+            unreachable!()
+        };
+        modes::consumers_only(c)
+    };
+    let mean_body = (0..20).map(|t| w.lookup_answer_size(t)).sum::<usize>() as f64 / 20.0;
+
+    let out = load(&["--accept-gzip", "--check-sample", "1"])
+        .await
+        .unwrap();
+    let r = &out.report;
+    assert!(r.passed, "{}", r.table());
+    let l = r.lookups.as_ref().unwrap();
+    assert_eq!(l.errors.total(), 0, "{}", r.table());
+    assert!(l.requests_ok > 50, "{}", r.table());
+    assert_eq!(r.checks.sampled, l.requests_ok);
+    let e = &l.encoding;
+    assert_eq!((e.answers_gzip, e.answers_plain), (l.requests_ok, 0));
+    let (wire, content) = (
+        e.wire_body_bytes_mean.unwrap(),
+        e.content_body_bytes_mean.unwrap(),
+    );
+    assert!(wire * 2.0 < content, "{wire} vs {content}");
+    assert!(
+        (content - mean_body).abs() < 2.0,
+        "{content} vs {mean_body}"
+    );
+    let t = r.table();
+    assert!(
+        t.contains(&format!(
+            "{} answers gzip, 0 plain",
+            crate::report::fmt_int(l.requests_ok)
+        )),
+        "{t}"
+    );
+
+    // Only the sampled ones inflated: the others still counted as gzip,
+    // with the content size their trailers state.
+    let out = load(&[
+        "--accept-gzip",
+        "--gzip-decode",
+        "checked",
+        "--check-sample",
+        "0.1",
+    ])
+    .await
+    .unwrap();
+    let r = &out.report;
+    assert!(r.passed, "{}", r.table());
+    let l = r.lookups.as_ref().unwrap();
+    assert!(r.checks.sampled > 0 && r.checks.sampled < l.requests_ok);
+    assert_eq!(l.encoding.answers_gzip, l.requests_ok);
+    assert_eq!(l.encoding.gzip_decode, "checked");
+    assert!((l.encoding.content_body_bytes_mean.unwrap() - mean_body).abs() < 2.0);
+
+    // Not asked: plain answers, of the same content.
+    let out = load(&["--check-sample", "1"]).await.unwrap();
+    let r = &out.report;
+    assert!(r.passed, "{}", r.table());
+    let e = &r.lookups.as_ref().unwrap().encoding;
+    assert!(!e.accept_gzip && e.answers_gzip == 0 && e.answers_plain > 50);
+    assert_eq!(e.wire_body_bytes_mean, e.content_body_bytes_mean);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::consumers::{ConsumerConfig, Mix};
+use crate::consumers::{ConsumerConfig, GzipDecode, Mix};
 use crate::fleet::FleetConfig;
 use crate::httpc::Target;
 use crate::presets::Preset;
@@ -51,12 +51,59 @@ pub enum Cmd {
     Converge(ConvergeArgs),
     /// (internal) The ceiling server process.
     #[command(hide = true)]
-    ServeCeiling {
-        #[arg(long)]
-        listen: String,
-        #[arg(long)]
-        body_size: usize,
-    },
+    ServeCeiling(ServeCeilingArgs),
+}
+
+/// The hidden `serve-ceiling` child's options (see
+/// [`crate::ceiling::serve_args`]).
+#[derive(Args, Debug)]
+pub struct ServeCeilingArgs {
+    #[arg(long)]
+    pub listen: String,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    #[arg(long, value_enum, default_value = "single")]
+    pub kind: CeilingKind,
+    #[arg(long, default_value_t = 1)]
+    pub bodies: usize,
+    #[arg(long)]
+    pub body_size: Option<usize>,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub gzip_level: u32,
+    #[arg(long, default_value_t = 1024)]
+    pub gzip_min_size: usize,
+}
+
+/// Which ceiling servers to measure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CeilingKind {
+    /// One body for every request.
+    Single,
+    /// One body per topic (or --ceiling-bodies), each request its topic's.
+    Distinct,
+    /// Single, then distinct.
+    #[default]
+    Both,
+}
+
+impl CeilingKind {
+    /// The kinds to run, in order.
+    pub fn kinds(self) -> &'static [CeilingKind] {
+        match self {
+            CeilingKind::Single => &[CeilingKind::Single],
+            CeilingKind::Distinct => &[CeilingKind::Distinct],
+            CeilingKind::Both => &[CeilingKind::Single, CeilingKind::Distinct],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CeilingKind::Single => "single",
+            CeilingKind::Distinct => "distinct",
+            CeilingKind::Both => "both",
+        }
+    }
 }
 
 /// Parses `15s`, `250ms`, `2m`, `1h` or a plain number of seconds.
@@ -135,6 +182,13 @@ pub struct HttpClientArgs {
     /// around it).
     #[arg(long, value_name = "FILE")]
     pub auth_secret_file: Option<PathBuf>,
+    /// Send `Accept-Encoding: gzip` with every HTTP request, as Go's HTTP
+    /// client, pynsq and nsqjs do, and inflate the answers that come
+    /// `Content-Encoding: gzip` before checking them (plain answers are
+    /// checked as always). Off by default: the requests are then the same
+    /// bytes as before this option existed (no Accept-Encoding header).
+    #[arg(long)]
+    pub accept_gzip: bool,
 }
 
 impl HttpClientArgs {
@@ -159,7 +213,11 @@ impl HttpClientArgs {
             (None, Some(path)) => Some(Secret::from_file(path)?),
             (None, None) => None,
         };
-        Ok(HttpClient { tls, secret })
+        Ok(HttpClient {
+            tls,
+            secret,
+            accept_gzip: self.accept_gzip,
+        })
     }
 
     /// The client and the target for one address.
@@ -298,6 +356,12 @@ pub struct ConsumerArgs {
     /// An HTTP exchange slower than this is a timeout error.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub http_timeout: Duration,
+    /// With --accept-gzip, which gzip answers of the load are inflated:
+    /// `all` (as a real client does), or only those sampled for checking
+    /// (`checked`: the others are counted with the size their gzip trailer
+    /// states, so that inflating does not make the bench the bottleneck).
+    #[arg(long, value_enum, default_value = "all")]
+    pub gzip_decode: GzipDecode,
     /// Seed of the topic choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -335,6 +399,7 @@ impl ConsumerArgs {
             mix,
             check_sample: self.check_sample.unwrap_or(default_sample).clamp(0.0, 1.0),
             http_timeout: self.http_timeout,
+            gzip_decode: self.gzip_decode,
             seed: self.seed,
         })
     }
@@ -356,15 +421,53 @@ pub struct OutputArgs {
     pub label: Option<String>,
 }
 
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, serde::Serialize)]
 pub struct CeilingOpts {
-    /// Body size of the ceiling server's answer (default: the size of a
-    /// conforming server's /lookup answer at this workload).
+    /// Which ceiling servers to measure, in turn: `single` (one body for
+    /// every request: always in cache), `distinct` (--ceiling-bodies
+    /// bodies, each request its topic's: the memory traffic of as many
+    /// different answers as the server keeps), or `both`.
+    #[arg(long, value_enum, default_value = "both")]
+    pub ceiling_kind: CeilingKind,
+    /// Bodies of the distinct-body ceiling [default: the workload's
+    /// registered topics]; a request for topic number t gets body t mod N.
+    #[arg(long, value_name = "N")]
+    pub ceiling_bodies: Option<usize>,
+    /// Body size of the ceiling server's answers (default: each body is a
+    /// real /lookup answer of the workload, the size a conforming server's
+    /// has).
     #[arg(long)]
     pub ceiling_body_size: Option<usize>,
+    /// gzip level of the ceiling's compressed renderings (served to
+    /// requests that accept gzip); the server's default is 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub ceiling_gzip_level: u32,
+    /// Bodies under this many bytes are served plain even to a request
+    /// that accepts gzip (the server's threshold is 1 KiB).
+    #[arg(long, default_value_t = 1024, value_name = "BYTES")]
+    pub ceiling_gzip_min_size: usize,
     /// Run the ceiling server under `taskset -c CPUS` (e.g. the server's core).
     #[arg(long)]
     pub ceiling_cpus: Option<String>,
+}
+
+impl CeilingOpts {
+    /// What the ceiling server of kind `kind` (single or distinct) renders.
+    pub fn spec(&self, kind: CeilingKind, w: &Workload) -> crate::ceiling::CeilingSpec {
+        crate::ceiling::CeilingSpec {
+            kind: kind.name(),
+            bodies: match kind {
+                CeilingKind::Single => 1,
+                _ => self
+                    .ceiling_bodies
+                    .unwrap_or_else(|| w.covered_topics())
+                    .max(1),
+            },
+            body_size: self.ceiling_body_size,
+            gzip_level: self.ceiling_gzip_level,
+            gzip_min_size: self.ceiling_gzip_min_size,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -430,7 +533,9 @@ pub struct CeilingArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub ceiling_opts: CeilingOpts,
-    /// Only serve on this address (for an external load tool) until killed.
+    /// Only serve on this address (for an external load tool) until
+    /// killed: the single body, or with --ceiling-kind distinct the
+    /// distinct bodies.
     #[arg(long)]
     pub serve: Option<String>,
 }
@@ -748,6 +853,130 @@ mod tests {
             panic!("not converge")
         };
         assert_eq!(c.http_address, "https://[::1]:4162");
+    }
+
+    #[test]
+    fn accept_gzip_is_off_unless_asked() {
+        let Cmd::Consumers(c) = Cli::try_parse_from(["b", "consumers"]).unwrap().cmd else {
+            panic!("not consumers")
+        };
+        let cfg = c.consumers.config(0.0).unwrap();
+        assert!(!cfg.client.accept_gzip && !cfg.http[0].accepts_gzip());
+        assert_eq!(cfg.gzip_decode, GzipDecode::All);
+        assert!(!cfg.client.report(&cfg.http).accept_gzip);
+        for mode in ["run", "consumers", "ceiling"] {
+            let cmd = Cli::try_parse_from(["b", mode, "--accept-gzip", "--gzip-decode", "checked"])
+                .unwrap()
+                .cmd;
+            let consumers = match cmd {
+                Cmd::Run(r) => r.consumers,
+                Cmd::Consumers(c) => c.consumers,
+                Cmd::Ceiling(c) => c.consumers,
+                _ => unreachable!(),
+            };
+            let cfg = consumers.config(0.0).unwrap();
+            assert!(
+                cfg.client.accept_gzip && cfg.http[0].accepts_gzip(),
+                "{mode}"
+            );
+            assert_eq!(cfg.gzip_decode, GzipDecode::Checked);
+            let r = cfg.client.report(&cfg.http);
+            assert_eq!(r.to_string(), "http, no secret sent, Accept-Encoding: gzip");
+        }
+        // The modes that check answers without a consumer load take it too.
+        let Cmd::Converge(c) = Cli::try_parse_from(["b", "converge", "--accept-gzip"])
+            .unwrap()
+            .cmd
+        else {
+            panic!("not converge")
+        };
+        assert!(
+            c.http_client
+                .single(&c.http_address)
+                .unwrap()
+                .1
+                .accepts_gzip()
+        );
+        for mode in ["fleet", "propagation"] {
+            assert!(
+                Cli::try_parse_from(["b", mode, "--accept-gzip"]).is_ok(),
+                "{mode}"
+            );
+        }
+    }
+
+    #[test]
+    fn ceiling_options() {
+        let w = Preset::Medium.shape();
+        let w = Workload {
+            nodes: w.nodes,
+            topics_per_node: w.topics_per_node,
+            topic_universe: w.topic_universe,
+            channels: w.channels,
+            topic_prefix: "bench".into(),
+        };
+        let Cmd::Ceiling(c) = Cli::try_parse_from(["b", "ceiling"]).unwrap().cmd else {
+            panic!("not ceiling")
+        };
+        let o = &c.ceiling_opts;
+        assert_eq!(
+            o.ceiling_kind.kinds(),
+            [CeilingKind::Single, CeilingKind::Distinct]
+        );
+        let single = o.spec(CeilingKind::Single, &w);
+        assert_eq!(
+            (single.kind, single.bodies, single.body_size),
+            ("single", 1, None)
+        );
+        assert_eq!((single.gzip_level, single.gzip_min_size), (1, 1024));
+        let distinct = o.spec(CeilingKind::Distinct, &w);
+        assert_eq!((distinct.kind, distinct.bodies), ("distinct", 10_000));
+        let Cmd::Run(r) = Cli::try_parse_from([
+            "b",
+            "run",
+            "--ceiling",
+            "--ceiling-kind",
+            "distinct",
+            "--ceiling-bodies",
+            "500",
+            "--ceiling-body-size",
+            "4000",
+            "--ceiling-gzip-level",
+            "6",
+            "--ceiling-gzip-min-size",
+            "0",
+        ])
+        .unwrap()
+        .cmd
+        else {
+            panic!("not run")
+        };
+        let o = &r.ceiling_opts;
+        assert_eq!(o.ceiling_kind.kinds(), [CeilingKind::Distinct]);
+        let d = o.spec(CeilingKind::Distinct, &w);
+        assert_eq!(
+            (d.bodies, d.body_size, d.gzip_level, d.gzip_min_size),
+            (500, Some(4000), 6, 0)
+        );
+        assert!(Cli::try_parse_from(["b", "ceiling", "--ceiling-gzip-level", "10"]).is_err());
+        // The child understands what the parent tells it.
+        let spec = o.spec(CeilingKind::Distinct, &w);
+        let mut args = vec![
+            "b".to_string(),
+            "serve-ceiling".into(),
+            "--listen".into(),
+            "x:1".into(),
+        ];
+        args.extend(crate::ceiling::serve_args(&w, &spec));
+        let Cmd::ServeCeiling(s) = Cli::try_parse_from(args).unwrap().cmd else {
+            panic!("not serve-ceiling")
+        };
+        assert_eq!(s.workload.workload().unwrap().topic_universe, 10_000);
+        assert_eq!(
+            (s.kind, s.bodies, s.body_size),
+            (CeilingKind::Distinct, 500, Some(4000))
+        );
+        assert_eq!((s.gzip_level, s.gzip_min_size), (6, 0));
     }
 
     #[test]

@@ -58,6 +58,18 @@ pub struct Mix {
     pub channels_pct: f64,
 }
 
+/// Which gzip answers of a load are inflated (`--gzip-decode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GzipDecode {
+    /// Every one, as a real client does.
+    #[default]
+    All,
+    /// Only those sampled for checking; the others are counted with the
+    /// size their gzip trailer states.
+    Checked,
+}
+
 /// How to load the HTTP side.
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
@@ -76,6 +88,8 @@ pub struct ConsumerConfig {
     /// Fraction of answers checked (0..=1); needs node states.
     pub check_sample: f64,
     pub http_timeout: Duration,
+    /// Which gzip answers are inflated (with `client.accept_gzip`).
+    pub gzip_decode: GzipDecode,
     pub seed: u64,
 }
 
@@ -106,8 +120,13 @@ pub struct ConsumerStats {
     pub latency_by_kind: [Latency; 4],
     /// Requests answered with status 200, by kind (see [`KINDS`]).
     pub ok_by_kind: [u64; 4],
-    /// Body bytes of 200 answers, by kind.
+    /// Body bytes of 200 answers, by kind: the content, inflated when it
+    /// came gzip.
     pub bytes_by_kind: [u64; 4],
+    /// Body bytes of 200 answers as received (compressed when gzip), by kind.
+    pub wire_bytes_by_kind: [u64; 4],
+    /// 200 answers that came `Content-Encoding: gzip`, by kind.
+    pub gzip_by_kind: [u64; 4],
     pub errors: Errors,
     pub checks: u64,
     pub check_failures: u64,
@@ -135,6 +154,8 @@ impl ConsumerStats {
             self.latency_by_kind[i].merge(&o.latency_by_kind[i]);
             self.ok_by_kind[i] += o.ok_by_kind[i];
             self.bytes_by_kind[i] += o.bytes_by_kind[i];
+            self.wire_bytes_by_kind[i] += o.wire_bytes_by_kind[i];
+            self.gzip_by_kind[i] += o.gzip_by_kind[i];
         }
         self.errors.merge(&o.errors);
         self.checks += o.checks;
@@ -548,9 +569,11 @@ async fn worker(
             _ => Vec::new(),
         };
 
+        // Sampled answers are inflated and checked whatever --gzip-decode says.
+        let inflate = cfg.gzip_decode == GzipDecode::All || checking.is_some();
         let sent = Instant::now();
         st.sent += 1;
-        let result = conn.get(path, cfg.http_timeout).await;
+        let result = conn.get_as(path, cfg.http_timeout, inflate).await;
         let now = Instant::now();
         match result {
             Err(e) => {
@@ -568,9 +591,18 @@ async fn worker(
                 st.latency_by_kind[kind].record(now - due);
                 st.service.record(now - sent);
                 st.ok_by_kind[kind] += 1;
-                st.bytes_by_kind[kind] += r.body.len() as u64;
+                st.bytes_by_kind[kind] += r.content_len as u64;
+                st.wire_bytes_by_kind[kind] += r.wire_len as u64;
                 ctx.done.fetch_add(1, Ordering::Relaxed);
-                if r.body.first() != Some(&b'{') {
+                if r.gzip {
+                    st.gzip_by_kind[kind] += 1;
+                    if !cfg.client.accept_gzip {
+                        // Inflated and checked all the same, but a client
+                        // that did not ask could not have read it.
+                        st.errors.add("gzip_not_asked");
+                    }
+                }
+                if !r.still_compressed && r.body.first() != Some(&b'{') {
                     st.errors.add("bad_body");
                 }
                 if let Some(states) = checking {

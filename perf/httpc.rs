@@ -6,6 +6,13 @@
 //! [`Target`]). It understands `Content-Length`, `chunked` and
 //! `Connection: close`, which covers this server and Go's net/http.
 //!
+//! With `--accept-gzip` the requests carry `Accept-Encoding: gzip`; an
+//! answer that comes `Content-Encoding: gzip` is inflated into a buffer of
+//! the connection's own by a decoder made once per connection (see
+//! [`crate::gzip`]), so the caller sees the same body as from a plain
+//! answer, and the size the body had on the wire besides. Without the
+//! option the request bytes are the same as before it existed.
+//!
 //! The stream is an enum of the two kinds rather than a trait object: a
 //! read or write is one well-predicted branch, and the plain path is the
 //! same `TcpStream` calls as before TLS existed. A TLS connection does
@@ -26,6 +33,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::gzip::Gunzip;
 use crate::stats::io_kind;
 use crate::tls::{Endpoint, Secret, Tls, handshake_error_kind, rustls_error_kind};
 
@@ -42,6 +50,11 @@ pub enum HttpError {
     Timeout,
     /// The response could not be parsed as HTTP/1.1.
     BadResponse,
+    /// A `Content-Encoding: gzip` body that does not inflate (or whose
+    /// CRC-32 or length is wrong).
+    BadGzip,
+    /// A `Content-Encoding` other than gzip (never asked for).
+    UnknownEncoding,
 }
 
 impl HttpError {
@@ -52,6 +65,8 @@ impl HttpError {
             HttpError::Io(k) => k,
             HttpError::Timeout => "timeout",
             HttpError::BadResponse => "bad_http",
+            HttpError::BadGzip => "bad_gzip",
+            HttpError::UnknownEncoding => "unknown_content_encoding",
         }
     }
 }
@@ -76,18 +91,21 @@ pub struct Target {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     /// Whether requests carry `Authorization: Bearer`.
     secret_sent: bool,
+    /// Whether requests carry `Accept-Encoding: gzip`.
+    accept_gzip: bool,
     /// The request after its path: ` HTTP/1.1`, `Host`, the fixed headers
     /// (`Authorization` included) and the blank line.
     head_tail: Box<[u8]>,
 }
 
 impl Target {
-    /// `endpoint`, asked with `secret` on every request. An `https://`
-    /// endpoint needs `tls`.
+    /// `endpoint`, asked with `secret` on every request, and for gzip
+    /// answers with `accept_gzip`. An `https://` endpoint needs `tls`.
     pub fn new(
         endpoint: &Endpoint,
         tls: Option<&Tls>,
         secret: Option<&Secret>,
+        accept_gzip: bool,
     ) -> Result<Arc<Target>, String> {
         let tls = match (endpoint.tls, tls) {
             (false, _) => None,
@@ -111,6 +129,9 @@ impl Target {
         tail.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         tail.extend_from_slice(endpoint.authority.as_bytes());
         tail.extend_from_slice(b"\r\nUser-Agent: nsqlookupd-bench\r\nAccept: */*\r\n");
+        if accept_gzip {
+            tail.extend_from_slice(b"Accept-Encoding: gzip\r\n");
+        }
         if let Some(s) = secret {
             tail.extend_from_slice(b"Authorization: Bearer ");
             tail.extend_from_slice(s.expose().as_bytes());
@@ -122,6 +143,7 @@ impl Target {
             connect: endpoint.authority.clone(),
             tls,
             secret_sent: secret.is_some(),
+            accept_gzip,
             head_tail: tail.into_boxed_slice(),
         }))
     }
@@ -129,7 +151,7 @@ impl Target {
     /// A plain `host:port`, no secret.
     #[cfg(test)]
     pub fn plain(addr: &str) -> Arc<Target> {
-        Target::new(&Endpoint::plain(addr), None, None).expect("plain targets always build")
+        Target::new(&Endpoint::plain(addr), None, None, false).expect("plain targets always build")
     }
 
     pub fn scheme(&self) -> &'static str {
@@ -138,6 +160,10 @@ impl Target {
 
     pub fn secret_sent(&self) -> bool {
         self.secret_sent
+    }
+
+    pub fn accepts_gzip(&self) -> bool {
+        self.accept_gzip
     }
 }
 
@@ -148,6 +174,7 @@ impl fmt::Debug for Target {
             .field("address", &self.address)
             .field("scheme", &self.scheme())
             .field("secret_sent", &self.secret_sent)
+            .field("accept_gzip", &self.accept_gzip)
             .finish()
     }
 }
@@ -221,14 +248,44 @@ pub struct HttpConn {
     req: Vec<u8>,
     buf: Vec<u8>,
     chunked: Vec<u8>,
+    /// The decoder of gzip answers, made with the first one.
+    gunzip: Option<Gunzip>,
+    /// The inflated body of the last gzip answer.
+    inflated: Vec<u8>,
     /// Connections opened so far (1 + reconnects).
     pub connects: u64,
 }
 
-/// A response; the body borrows the connection's buffer.
+/// A response; the body borrows the connection's buffers.
 pub struct Response<'a> {
     pub status: u16,
+    /// The content: the body as received, or inflated from gzip (unless
+    /// `still_compressed`).
     pub body: &'a [u8],
+    /// The answer came `Content-Encoding: gzip`.
+    pub gzip: bool,
+    /// `body` is the gzip data as received (the caller asked not to
+    /// inflate it).
+    pub still_compressed: bool,
+    /// Bytes of the body as received (compressed for a gzip answer, after
+    /// removing any chunked framing).
+    pub wire_len: usize,
+    /// Bytes of the content: `body.len()` unless `still_compressed`, and
+    /// then what the gzip trailer says.
+    pub content_len: usize,
+}
+
+impl<'a> Response<'a> {
+    fn plain(status: u16, body: &'a [u8]) -> Self {
+        Response {
+            status,
+            body,
+            gzip: false,
+            still_compressed: false,
+            wire_len: body.len(),
+            content_len: body.len(),
+        }
+    }
 }
 
 impl HttpConn {
@@ -239,6 +296,8 @@ impl HttpConn {
             req: Vec::with_capacity(256),
             buf: Vec::with_capacity(64 * 1024),
             chunked: Vec::new(),
+            gunzip: None,
+            inflated: Vec::new(),
             connects: 0,
         }
     }
@@ -283,8 +342,19 @@ impl HttpConn {
 
     /// `GET path` with the whole exchange bounded by `limit`. A reused
     /// connection that the server had already closed is retried once on a
-    /// fresh one, as every HTTP client does.
+    /// fresh one, as every HTTP client does. A gzip answer is inflated.
     pub async fn get(&mut self, path: &str, limit: Duration) -> Result<Response<'_>, HttpError> {
+        self.get_as(path, limit, true).await
+    }
+
+    /// [`HttpConn::get`], inflating a gzip answer only if `inflate`
+    /// (otherwise its body is returned as received).
+    pub async fn get_as(
+        &mut self,
+        path: &str,
+        limit: Duration,
+        inflate: bool,
+    ) -> Result<Response<'_>, HttpError> {
         self.req.clear();
         self.req.extend_from_slice(b"GET ");
         self.req.extend_from_slice(path.as_bytes());
@@ -294,18 +364,45 @@ impl HttpConn {
             Ok(r) => r,
             Err(_) => Err(HttpError::Timeout),
         };
-        match r {
-            Ok((status, at)) => {
-                let body = match at {
-                    BodyAt::Buf(s, e) => &self.buf[s..e],
-                    BodyAt::Chunked => &self.chunked[..],
-                };
-                Ok(Response { status, body })
-            }
+        let (status, coding, at) = match r {
+            Ok(got) => got,
             Err(e) => {
                 self.stream = None;
-                Err(e)
+                return Err(e);
             }
+        };
+        let wire = match at {
+            BodyAt::Buf(s, e) => &self.buf[s..e],
+            BodyAt::Chunked => &self.chunked[..],
+        };
+        match coding {
+            Coding::Identity => Ok(Response::plain(status, wire)),
+            // A body-less gzip answer (a HEAD, a 204) has nothing to inflate.
+            Coding::Gzip if wire.is_empty() => Ok(Response::plain(status, wire)),
+            Coding::Gzip if inflate => {
+                // The framing was right: the connection stays usable.
+                self.gunzip
+                    .get_or_insert_with(Gunzip::new)
+                    .decode(wire, &mut self.inflated)
+                    .map_err(|_| HttpError::BadGzip)?;
+                Ok(Response {
+                    status,
+                    body: &self.inflated,
+                    gzip: true,
+                    still_compressed: false,
+                    wire_len: wire.len(),
+                    content_len: self.inflated.len(),
+                })
+            }
+            Coding::Gzip => Ok(Response {
+                status,
+                body: wire,
+                gzip: true,
+                still_compressed: true,
+                wire_len: wire.len(),
+                content_len: gzip_trailer_len(wire),
+            }),
+            Coding::Other => Err(HttpError::UnknownEncoding),
         }
     }
 
@@ -313,7 +410,7 @@ impl HttpConn {
         &mut self,
         limit: Duration,
         may_retry: bool,
-    ) -> Result<(u16, BodyAt), HttpError> {
+    ) -> Result<(u16, Coding, BodyAt), HttpError> {
         let reused = self.stream.is_some();
         if !reused {
             self.connect(limit).await?;
@@ -327,7 +424,7 @@ impl HttpConn {
         }
     }
 
-    async fn exchange_once(&mut self) -> Result<(u16, BodyAt), HttpError> {
+    async fn exchange_once(&mut self) -> Result<(u16, Coding, BodyAt), HttpError> {
         let Some(stream) = self.stream.as_mut() else {
             return Err(HttpError::Io("reset"));
         };
@@ -410,7 +507,7 @@ impl HttpConn {
         if head.close {
             self.stream = None;
         }
-        Ok((head.status, at))
+        Ok((head.status, head.coding, at))
     }
 }
 
@@ -435,6 +532,26 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The length of the content that the trailer of the gzip member `z`
+/// states (mod 2^32), 0 if it has none.
+fn gzip_trailer_len(z: &[u8]) -> usize {
+    match z.len().checked_sub(4).map(|at| &z[at..]) {
+        Some(&[a, b, c, d]) if z.len() >= 18 => u32::from_le_bytes([a, b, c, d]) as usize,
+        _ => 0,
+    }
+}
+
+/// A response's `Content-Encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// None, or `identity`.
+    Identity,
+    /// `gzip` (or its alias `x-gzip`).
+    Gzip,
+    /// Anything else, or several codings.
+    Other,
+}
+
 /// What the client needs from a response head.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Head {
@@ -442,6 +559,7 @@ pub struct Head {
     pub content_length: Option<usize>,
     pub chunked: bool,
     pub close: bool,
+    pub coding: Coding,
 }
 
 /// Parses `HTTP/1.x NNN ...\r\n` + headers (the text up to the blank line).
@@ -460,6 +578,7 @@ pub fn parse_head(head: &[u8]) -> Option<Head> {
         content_length: None,
         chunked: false,
         close: version == "HTTP/1.0",
+        coding: Coding::Identity,
     };
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -470,6 +589,15 @@ pub fn parse_head(head: &[u8]) -> Option<Head> {
             h.content_length = Some(value.parse().ok()?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             h.chunked = value.to_ascii_lowercase().contains("chunked");
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            h.coding = if value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("x-gzip")
+            {
+                Coding::Gzip
+            } else if value.is_empty() || value.eq_ignore_ascii_case("identity") {
+                Coding::Identity
+            } else {
+                Coding::Other
+            };
         } else if name.eq_ignore_ascii_case("connection") {
             let v = value.to_ascii_lowercase();
             if v.contains("close") {
@@ -495,7 +623,8 @@ mod tests {
                 status: 200,
                 content_length: Some(12),
                 chunked: false,
-                close: false
+                close: false,
+                coding: Coding::Identity,
             }
         );
         let h = parse_head(
@@ -533,6 +662,173 @@ mod tests {
         assert_eq!((r.status, r.body), (404, &b"no"[..]));
     }
 
+    /// A keep-alive server answering the n-th request with `replies[n]`;
+    /// returns its address and the request heads it got.
+    async fn serve_replies(
+        replies: Vec<Vec<u8>>,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = heads.clone();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut replies = replies.into_iter();
+            loop {
+                while let Some(end) = find(&buf, b"\r\n\r\n") {
+                    let head: Vec<u8> = buf.drain(..end + 4).collect();
+                    h.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    let Some(r) = replies.next() else { return };
+                    if s.write_all(&r).await.is_err() {
+                        return;
+                    }
+                }
+                let mut chunk = [0u8; 1024];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        (addr, heads)
+    }
+
+    fn gzip_reply(z: &[u8], chunk: Option<usize>) -> Vec<u8> {
+        let mut r = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nVary: Accept-Encoding\r\n".to_vec();
+        match chunk {
+            None => {
+                r.extend_from_slice(format!("Content-Length: {}\r\n\r\n", z.len()).as_bytes());
+                r.extend_from_slice(z);
+            }
+            Some(n) => {
+                r.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                for c in z.chunks(n) {
+                    r.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                    r.extend_from_slice(c);
+                    r.extend_from_slice(b"\r\n");
+                }
+                r.extend_from_slice(b"0\r\n\r\n");
+            }
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn inflates_gzip_answers_of_either_framing_on_one_connection() {
+        let content: Vec<u8> = format!(
+            "{{\"channels\":[],\"producers\":[{}]}}",
+            (0..200)
+                .map(|i| format!("{{\"broadcast_address\":\"node-{i:05}.bench\"}}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+        .into_bytes();
+        let z = crate::gzip::compress(&content, 1);
+        let mut corrupt = z.clone();
+        let n = corrupt.len();
+        corrupt[n - 6] ^= 0xff; // the CRC-32
+        let plain = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            content.len()
+        );
+        let mut plain = plain.into_bytes();
+        plain.extend_from_slice(&content);
+        let (addr, heads) = serve_replies(vec![
+            gzip_reply(&z, None),
+            gzip_reply(&z, Some(100)),
+            plain,
+            gzip_reply(&z, Some(7)),
+            gzip_reply(&corrupt, None),
+            gzip_reply(&z, None),
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+        ])
+        .await;
+        let t = Target::new(&Endpoint::plain(&addr), None, None, true).unwrap();
+        assert!(t.accepts_gzip());
+        let mut c = HttpConn::new(t);
+        let limit = Duration::from_secs(5);
+        for framing in ["content-length", "chunked"] {
+            let r = c.get("/lookup?topic=a", limit).await.unwrap();
+            assert!(r.gzip && !r.still_compressed, "{framing}");
+            assert_eq!((r.status, r.body), (200, &content[..]), "{framing}");
+            assert_eq!((r.wire_len, r.content_len), (z.len(), content.len()));
+        }
+        // A plain answer to a gzip request is taken as it is.
+        let r = c.get("/lookup?topic=b", limit).await.unwrap();
+        assert!(!r.gzip && r.body == &content[..] && r.wire_len == content.len());
+        // Not inflated when asked not to: the bytes as received, and the
+        // size the trailer states.
+        let r = c.get_as("/lookup?topic=c", limit, false).await.unwrap();
+        assert!(r.gzip && r.still_compressed);
+        assert_eq!((r.body, r.content_len), (&z[..], content.len()));
+        // A corrupt body is an error of its own, and the connection, whose
+        // framing was right, carries on.
+        let e = c.get("/lookup?topic=d", limit).await.err();
+        assert_eq!(e.map(HttpError::kind), Some("bad_gzip"));
+        let r = c.get("/lookup?topic=e", limit).await.unwrap();
+        assert_eq!(r.body, &content[..]);
+        let e = c.get("/lookup?topic=f", limit).await.err();
+        assert_eq!(e.map(HttpError::kind), Some("unknown_content_encoding"));
+        assert_eq!(c.connects, 1);
+        let heads = heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 7);
+        assert!(
+            heads
+                .iter()
+                .all(|h| h.contains("\r\nAccept-Encoding: gzip\r\n"))
+        );
+    }
+
+    #[tokio::test]
+    async fn without_the_option_no_accept_encoding_is_sent() {
+        let (addr, heads) = serve_replies(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+        ])
+        .await;
+        let t = Target::plain(&addr);
+        assert_eq!(
+            &t.head_tail[..],
+            &b" HTTP/1.1\r\nHost: "[..]
+                .iter()
+                .chain(addr.as_bytes())
+                .chain(b"\r\nUser-Agent: nsqlookupd-bench\r\nAccept: */*\r\n\r\n")
+                .copied()
+                .collect::<Vec<u8>>()[..]
+        );
+        let mut c = HttpConn::new(t);
+        let r = c.get("/x", Duration::from_secs(5)).await.unwrap();
+        assert!(!r.gzip && r.body == b"{}");
+        let h = heads.lock().unwrap()[0].to_ascii_lowercase();
+        assert!(!h.contains("accept-encoding"), "{h}");
+    }
+
+    #[test]
+    fn content_encoding_in_heads() {
+        let coding = |v: &str| {
+            parse_head(format!("HTTP/1.1 200 OK\r\nContent-Encoding: {v}\r\n\r\n").as_bytes())
+                .unwrap()
+                .coding
+        };
+        assert_eq!(coding("gzip"), Coding::Gzip);
+        assert_eq!(coding(" GZIP "), Coding::Gzip);
+        assert_eq!(coding("x-gzip"), Coding::Gzip);
+        assert_eq!(coding("identity"), Coding::Identity);
+        assert_eq!(coding("br"), Coding::Other);
+        assert_eq!(coding("gzip, br"), Coding::Other);
+        assert_eq!(
+            parse_head(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().coding,
+            Coding::Identity
+        );
+        assert_eq!(
+            gzip_trailer_len(&crate::gzip::compress(&[b'x'; 5000], 1)),
+            5000
+        );
+        assert_eq!(gzip_trailer_len(b"short"), 0);
+    }
+
     #[tokio::test]
     async fn refused_is_reported() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -553,7 +849,7 @@ mod tests {
     fn the_request_head_is_rendered_once_with_host_and_secret() {
         let e = crate::tls::parse_endpoint("http://h.example:4161").unwrap();
         let secret = Secret::new("tok").unwrap();
-        let t = Target::new(&e, None, Some(&secret)).unwrap();
+        let t = Target::new(&e, None, Some(&secret), false).unwrap();
         assert_eq!(
             &t.head_tail[..],
             &b" HTTP/1.1\r\nHost: h.example:4161\r\nUser-Agent: nsqlookupd-bench\r\nAccept: */*\r\nAuthorization: Bearer tok\r\n\r\n"[..]
@@ -565,7 +861,7 @@ mod tests {
         assert!(!String::from_utf8_lossy(&t.head_tail).contains("Authorization"));
         // https without a TLS configuration is a set-up error.
         let e = crate::tls::parse_endpoint("https://h:1").unwrap();
-        assert!(Target::new(&e, None, None).is_err());
+        assert!(Target::new(&e, None, None, false).is_err());
     }
 
     #[tokio::test]
@@ -574,7 +870,7 @@ mod tests {
         let srv = crate::testtls::FixedServer::start(pki.server_config(false), BODY).await;
         let tls = crate::tls::client_config(Some(&pki.ca_file), None).unwrap();
         let secret = Secret::new("s3cret").unwrap();
-        let t = Target::new(&https(srv.addr), Some(&tls), Some(&secret)).unwrap();
+        let t = Target::new(&https(srv.addr), Some(&tls), Some(&secret), false).unwrap();
         assert_eq!(t.scheme(), "https");
         let mut c = HttpConn::new(t);
         for i in 0..5 {
@@ -604,21 +900,22 @@ mod tests {
         let pki = crate::testtls::Pki::generate();
         let srv = crate::testtls::FixedServer::start(pki.server_config(false), BODY).await;
         let tls = crate::tls::client_config(Some(&pki.other_ca_file), None).unwrap();
-        let mut c = HttpConn::new(Target::new(&https(srv.addr), Some(&tls), None).unwrap());
+        let mut c = HttpConn::new(Target::new(&https(srv.addr), Some(&tls), None, false).unwrap());
         let e = c.get("/lookup?topic=x", Duration::from_secs(5)).await.err();
         assert_eq!(e.map(HttpError::kind), Some("tls_bad_certificate"));
         // The name is checked too: a certificate the CA signed for
         // other.example does not do for 127.0.0.1.
         let misnamed = crate::testtls::FixedServer::start(pki.misnamed_server_config(), BODY).await;
         let tls = crate::tls::client_config(Some(&pki.ca_file), None).unwrap();
-        let mut c = HttpConn::new(Target::new(&https(misnamed.addr), Some(&tls), None).unwrap());
+        let mut c =
+            HttpConn::new(Target::new(&https(misnamed.addr), Some(&tls), None, false).unwrap());
         let e = c.get("/lookup?topic=x", Duration::from_secs(5)).await.err();
         assert_eq!(e.map(HttpError::kind), Some("tls_bad_certificate"));
         assert!(misnamed.heads().is_empty(), "no request went out");
         // While the right server is good under its DNS name too.
         let by_name =
             crate::tls::parse_endpoint(&format!("https://localhost:{}", srv.addr.port())).unwrap();
-        let mut c = HttpConn::new(Target::new(&by_name, Some(&tls), None).unwrap());
+        let mut c = HttpConn::new(Target::new(&by_name, Some(&tls), None, false).unwrap());
         let r = c
             .get("/lookup?topic=x", Duration::from_secs(5))
             .await
@@ -639,7 +936,7 @@ mod tests {
             Some((&pki.client_cert_file, &pki.client_key_file)),
         )
         .unwrap();
-        let mut c = HttpConn::new(Target::new(&https(srv.addr), Some(&with), None).unwrap());
+        let mut c = HttpConn::new(Target::new(&https(srv.addr), Some(&with), None, false).unwrap());
         let r = c
             .get("/lookup?topic=x", Duration::from_secs(5))
             .await
@@ -647,7 +944,8 @@ mod tests {
         assert_eq!((r.status, r.body), (200, BODY));
         // Without one, TLS 1.3 reports the refusal on the first read.
         let without = crate::tls::client_config(Some(&pki.ca_file), None).unwrap();
-        let mut c = HttpConn::new(Target::new(&https(srv.addr), Some(&without), None).unwrap());
+        let mut c =
+            HttpConn::new(Target::new(&https(srv.addr), Some(&without), None, false).unwrap());
         let e = c.get("/lookup?topic=x", Duration::from_secs(5)).await.err();
         assert_eq!(e.map(HttpError::kind), Some("tls_alert"));
         assert_eq!(srv.heads().len(), 1);

@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod consumers;
 mod fleet;
+mod gzip;
 mod httpc;
 mod modes;
 mod plot;
@@ -48,10 +49,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let (outcome, output) = match cli.cmd {
-            Cmd::ServeCeiling { listen, body_size } => {
-                return modes::serve_ceiling(&listen, body_size)
-                    .await
-                    .map(|()| true);
+            Cmd::ServeCeiling(a) => {
+                return modes::serve_ceiling(a).await.map(|()| true);
             }
             Cmd::Run(a) => {
                 let out = a.output.clone();

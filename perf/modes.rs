@@ -6,17 +6,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::ceiling::{self, CeilingProcess};
-use crate::cli::{CeilingArgs, ConsumersOnlyArgs, FleetArgs, FleetOnlyArgs, OutputArgs, RunArgs};
-use crate::consumers::{self, ConsumerConfig, ConsumerStats, KINDS};
+use crate::ceiling::{self, Answers, CeilingProcess, CeilingSpec};
+use crate::cli::{
+    CeilingArgs, CeilingKind, CeilingOpts, ConsumersOnlyArgs, FleetArgs, FleetOnlyArgs, OutputArgs,
+    RunArgs, ServeCeilingArgs,
+};
+use crate::consumers::{self, ConsumerConfig, ConsumerStats, GzipDecode, KINDS};
 use crate::fleet::{Fleet, FleetConfig, FleetStats, NodeStates, Phase};
 use crate::httpc::Target;
 use crate::plot;
 use crate::procstat::{self, MachineProbe, Probe, ProcDelta};
 use crate::progress::{Progress, note};
 use crate::report::{
-    ChecksReport, CleanupReport, LoadReport, MachineLoad, RegistrationReport, Report, SteadyReport,
-    StormReport, WorkloadReport, fmt_int,
+    ChecksReport, CleanupReport, EncodingReport, KindEncoding, LoadReport, MachineLoad,
+    RegistrationReport, Report, SteadyReport, StormReport, WorkloadReport, fmt_int,
 };
 use crate::scheme::Workload;
 use crate::stats::Latency;
@@ -96,6 +99,7 @@ fn load_report(
         mean_body_bytes: s
             .mean_lookup_bytes()
             .or((s.ok() > 0).then(|| (total_bytes / s.ok()) as usize)),
+        encoding: encoding_report(cfg, s),
         latency: s.latency.summary(),
         latency_by_kind: if s.ok_by_kind.iter().filter(|n| **n > 0).count() > 1 {
             KINDS
@@ -115,6 +119,55 @@ fn load_report(
         server,
         load_generator: loadgen,
         machine,
+        ceiling_answers: None,
+    }
+}
+
+/// The gzip and plain answers of a load and their sizes.
+fn encoding_report(cfg: &ConsumerConfig, s: &ConsumerStats) -> EncodingReport {
+    let kinds: Vec<usize> = (0..KINDS.len()).filter(|&k| s.ok_by_kind[k] > 0).collect();
+    // The means are over /lookup answers, or over every answer when there
+    // were none (as `mean_body_bytes`).
+    let over: Vec<usize> = if s.ok_by_kind[0] > 0 {
+        vec![0]
+    } else {
+        kinds.clone()
+    };
+    let n: u64 = over.iter().map(|&k| s.ok_by_kind[k]).sum();
+    let mean = |bytes: &[u64; 4]| {
+        (n > 0).then(|| over.iter().map(|&k| bytes[k]).sum::<u64>() as f64 / n as f64)
+    };
+    let gzip: u64 = s.gzip_by_kind.iter().sum();
+    EncodingReport {
+        accept_gzip: cfg.client.accept_gzip,
+        gzip_decode: match cfg.gzip_decode {
+            GzipDecode::All => "all",
+            GzipDecode::Checked => "checked",
+        }
+        .into(),
+        answers_gzip: gzip,
+        answers_plain: s.ok() - gzip,
+        wire_body_bytes_mean: mean(&s.wire_bytes_by_kind),
+        content_body_bytes_mean: mean(&s.bytes_by_kind),
+        by_kind: if kinds.len() > 1 {
+            kinds
+                .iter()
+                .map(|&k| {
+                    let ok = s.ok_by_kind[k];
+                    (
+                        KINDS[k].to_string(),
+                        KindEncoding {
+                            answers_gzip: s.gzip_by_kind[k],
+                            answers_plain: ok - s.gzip_by_kind[k],
+                            wire_body_bytes_mean: s.wire_bytes_by_kind[k] as f64 / ok as f64,
+                            content_body_bytes_mean: s.bytes_by_kind[k] as f64 / ok as f64,
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        },
     }
 }
 
@@ -371,13 +424,21 @@ async fn cleanup(pid: &str) -> Option<CleanupReport> {
 async fn ceiling_load(
     w: &Arc<Workload>,
     cfg: &ConsumerConfig,
-    body_size: usize,
+    spec: &CeilingSpec,
     cpus: Option<&str>,
 ) -> Result<(LoadReport, Latency), String> {
-    let server = CeilingProcess::spawn(body_size, cpus)?;
+    if spec.bodies > 1 {
+        note(&format!(
+            "ceiling ({}): rendering {} bodies",
+            spec.kind,
+            fmt_int(spec.bodies as u64)
+        ));
+    }
+    let server = CeilingProcess::spawn(w, spec, cpus)?;
     note(&format!(
-        "ceiling: fixed {} B answers from pid {} on {}{}",
-        fmt_int(body_size as u64),
+        "ceiling ({}): {} from pid {} on {}{}",
+        spec.kind,
+        server.answers.text(),
         server.pid,
         server.addr,
         cpus.map(|c| format!(" (cpus {c})")).unwrap_or_default()
@@ -390,11 +451,50 @@ async fn ceiling_load(
     let probe = Probe::start(&server.pid.to_string());
     let me = Probe::start("self");
     let machine = MachineProbe::start();
-    let stats = load_with_progress("ceiling", w.clone(), None, cfg.clone()).await;
+    let label = format!("ceiling ({})", spec.kind);
+    let stats = load_with_progress(&label, w.clone(), None, cfg.clone()).await;
     let (sp, mp) = (probe.finish(), me.finish());
     let ml = machine_load(&machine, &sp, &mp);
+    let answers = server.answers.clone();
     server.stop();
-    Ok((load_report(&cfg, &stats, sp, mp, ml), stats.latency))
+    let mut report = load_report(&cfg, &stats, sp, mp, ml);
+    report.ceiling_answers = Some(answers);
+    Ok((report, stats.latency))
+}
+
+/// Runs every ceiling `opts` asks for, in turn, into `rep`; returns their
+/// latency plots. A ceiling that cannot start is a problem of the run.
+async fn ceilings(
+    w: &Arc<Workload>,
+    cfg: &ConsumerConfig,
+    opts: &CeilingOpts,
+    rep: &mut Report,
+) -> Vec<(String, Latency)> {
+    let mut plots = Vec::new();
+    for &kind in opts.ceiling_kind.kinds() {
+        let spec = opts.spec(kind, w);
+        match ceiling_load(w, cfg, &spec, opts.ceiling_cpus.as_deref()).await {
+            Ok((lr, lat)) => {
+                plots.push((ceiling_name(&lr), lat));
+                match kind {
+                    CeilingKind::Distinct => rep.ceiling_distinct = Some(lr),
+                    _ => rep.ceiling = Some(lr),
+                }
+            }
+            Err(e) => rep.problems.push(e),
+        }
+    }
+    plots
+}
+
+/// `lookup (ceiling, 1 body)` / `lookup (ceiling, 20,000 bodies)`.
+fn ceiling_name(l: &LoadReport) -> String {
+    let n = l.ceiling_answers.as_ref().map_or(1, |a| a.bodies);
+    format!(
+        "lookup (ceiling, {} {})",
+        fmt_int(n as u64),
+        if n == 1 { "body" } else { "bodies" }
+    )
 }
 
 /// `run`: optionally the ceiling, then the fleet, then consumers on the
@@ -404,8 +504,12 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
     let ccfg = a.consumers.config(0.01)?;
     let fcfg = a.fleet.config()?;
     let mut rep = new_report("run", &a.output);
-    rep.settings =
-        serde_json::json!({"fleet": a.fleet, "consumers": a.consumers, "ceiling": a.ceiling});
+    rep.settings = serde_json::json!({
+        "fleet": a.fleet,
+        "consumers": a.consumers,
+        "ceiling": a.ceiling,
+        "ceiling_opts": a.ceiling_opts,
+    });
     rep.tcp_address = Some(a.fleet.tcp_address.join(","));
     rep.http_address = Some(ccfg.addresses_text());
     rep.http_client = Some(ccfg.client.report(&ccfg.http));
@@ -413,23 +517,13 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
     let mut plots = Vec::new();
     let pid = a.output.server_pid.map(|p| p.to_string());
 
-    // The ceiling goes first, while the machine holds nothing else: after
+    // The ceilings go first, while the machine holds nothing else: after
     // a large fleet the server sits on gigabytes that it may still be
-    // releasing. Its body is the size a conforming server's /lookup
-    // answer has at this workload (computed; it matches the measured mean).
-    let mut ceiling_plot = None;
+    // releasing. Their bodies are real /lookup answers of this workload
+    // (the size a conforming server's has), one, then one per topic.
+    let mut ceiling_plots = Vec::new();
     if a.ceiling {
-        let body = a
-            .ceiling_opts
-            .ceiling_body_size
-            .unwrap_or_else(|| w.lookup_answer_size(0));
-        match ceiling_load(&w, &ccfg, body, a.ceiling_opts.ceiling_cpus.as_deref()).await {
-            Ok((lr, lat)) => {
-                rep.ceiling = Some(lr);
-                ceiling_plot = Some(("lookup (ceiling)".to_string(), lat));
-            }
-            Err(e) => rep.problems.push(e),
-        }
+        ceiling_plots = ceilings(&w, &ccfg, &a.ceiling_opts, &mut rep).await;
     }
 
     let (mut fleet, registered) =
@@ -493,7 +587,7 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
         rep.disconnect_cleanup = cleanup(pid).await;
     }
 
-    plots.extend(ceiling_plot);
+    plots.extend(ceiling_plots);
     verdict(&mut rep);
     Ok(Outcome { report: rep, plots })
 }
@@ -601,54 +695,68 @@ pub async fn consumers_only(a: ConsumersOnlyArgs) -> Result<Outcome, String> {
     })
 }
 
-/// `ceiling`: consumers against the built-in server, or just serve it.
+/// `ceiling`: consumers against the built-in server (single body, then
+/// distinct bodies, as --ceiling-kind says), or just serve it.
 pub async fn ceiling(a: CeilingArgs) -> Result<Outcome, String> {
     let w = Arc::new(a.workload.workload()?);
-    let body = a
-        .ceiling_opts
-        .ceiling_body_size
-        .unwrap_or_else(|| w.lookup_answer_size(0));
     if let Some(addr) = &a.serve {
+        let kind = match a.ceiling_opts.ceiling_kind {
+            CeilingKind::Distinct => CeilingKind::Distinct,
+            _ => CeilingKind::Single,
+        };
+        let spec = a.ceiling_opts.spec(kind, &w);
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("binding {addr}: {e}"))?;
+        let answers = Answers::render(&w, &spec);
         note(&format!(
-            "serving fixed {} B answers on {}",
-            body,
+            "serving {} on {}",
+            answers.summary.text(),
             l.local_addr().map(|a| a.to_string()).unwrap_or_default()
         ));
         tokio::select! {
-            _ = ceiling::serve(l, Arc::new(ceiling::response_bytes(body))) => {}
+            _ = ceiling::serve(l, Arc::new(answers)) => {}
             _ = tokio::signal::ctrl_c() => {}
         }
         return Err("ceiling server stopped".into());
     }
     let cfg = a.consumers.config(0.0)?;
     let mut rep = new_report("ceiling", &a.output);
-    rep.settings = serde_json::json!({"consumers": a.consumers});
+    rep.settings = serde_json::json!({"consumers": a.consumers, "ceiling_opts": a.ceiling_opts});
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
-    let (lr, lat) = ceiling_load(&w, &cfg, body, a.ceiling_opts.ceiling_cpus.as_deref()).await?;
-    rep.ceiling = Some(lr);
+    let plots = ceilings(&w, &cfg, &a.ceiling_opts, &mut rep).await;
+    if rep.ceiling.is_none() && rep.ceiling_distinct.is_none() {
+        return Err(rep.problems.join("; "));
+    }
     verdict(&mut rep);
-    Ok(Outcome {
-        report: rep,
-        plots: vec![("lookup (ceiling)".into(), lat)],
-    })
+    Ok(Outcome { report: rep, plots })
 }
 
-/// The hidden `serve-ceiling` child: prints its address, serves until killed.
-pub async fn serve_ceiling(listen: &str, body_size: usize) -> Result<(), String> {
-    let l = tokio::net::TcpListener::bind(listen)
+/// The hidden `serve-ceiling` child: renders its answers, says what they
+/// are and where it listens (one line each), and serves until killed.
+pub async fn serve_ceiling(a: ServeCeilingArgs) -> Result<(), String> {
+    let w = a.workload.workload()?;
+    let spec = CeilingSpec {
+        kind: a.kind.name(),
+        bodies: a.bodies.max(1),
+        body_size: a.body_size,
+        gzip_level: a.gzip_level,
+        gzip_min_size: a.gzip_min_size,
+    };
+    let l = tokio::net::TcpListener::bind(&a.listen)
         .await
-        .map_err(|e| format!("binding {listen}: {e}"))?;
+        .map_err(|e| format!("binding {}: {e}", a.listen))?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
+    let answers = Answers::render(&w, &spec);
     {
         use std::io::Write;
+        let summary = serde_json::to_string(&answers.summary).map_err(|e| e.to_string())?;
         let mut out = std::io::stdout();
+        let _ = writeln!(out, "answers {summary}");
         let _ = writeln!(out, "listening on {addr}");
         let _ = out.flush();
     }
-    ceiling::serve(l, Arc::new(ceiling::response_bytes(body_size))).await;
+    ceiling::serve(l, Arc::new(answers)).await;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::ceiling::AnswersSummary;
 use crate::presets::Preset;
 use crate::procstat::ProcDelta;
 use crate::scheme::Workload;
@@ -32,8 +33,12 @@ pub struct Report {
     pub storm: Option<StormReport>,
     /// Consumer load against the server under test.
     pub lookups: Option<LoadReport>,
-    /// The same consumer load against the built-in fixed-answer server.
+    /// The same consumer load against the built-in ceiling server with
+    /// one body for every request (`--ceiling-kind single` or `both`).
     pub ceiling: Option<LoadReport>,
+    /// The same against the ceiling server with one body per topic, each
+    /// request its topic's (`--ceiling-kind distinct` or `both`).
+    pub ceiling_distinct: Option<LoadReport>,
     pub checks: ChecksReport,
     /// TCP errors over the whole run, by kind.
     pub tcp_errors: Errors,
@@ -248,8 +253,12 @@ pub struct LoadReport {
     pub requests_ok: u64,
     pub per_second: f64,
     pub ok_by_kind: BTreeMap<String, u64>,
-    /// Mean body size of `/lookup` answers (or of every answer, ceiling).
+    /// Mean body size of `/lookup` answers (of every answer when there
+    /// were none), inflated when it came gzip.
     pub mean_body_bytes: Option<usize>,
+    /// Whether gzip was asked for, how many answers came compressed, and
+    /// the body bytes on the wire next to the inflated ones.
+    pub encoding: EncodingReport,
     /// From the scheduled time (open loop) or the send (closed loop).
     pub latency: LatencySummary,
     /// `latency` by kind of request, when the run mixed kinds.
@@ -266,6 +275,70 @@ pub struct LoadReport {
     pub server: Option<ProcDelta>,
     pub load_generator: Option<ProcDelta>,
     pub machine: Option<MachineLoad>,
+    /// A ceiling load: what the ceiling server rendered and served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling_answers: Option<AnswersSummary>,
+}
+
+/// Compressed and plain answers of one load, by the bytes their bodies
+/// had on the wire and once inflated.
+#[derive(Serialize, Default, Clone, Debug, PartialEq)]
+pub struct EncodingReport {
+    /// Requests carried `Accept-Encoding: gzip` (`--accept-gzip`).
+    pub accept_gzip: bool,
+    /// Which gzip answers were inflated: `all`, or `checked` (only the
+    /// sampled ones; the others' content size is their trailer's word).
+    pub gzip_decode: String,
+    /// 200 answers that came `Content-Encoding: gzip`, of every kind.
+    pub answers_gzip: u64,
+    /// 200 answers that came plain, of every kind.
+    pub answers_plain: u64,
+    /// Mean body bytes per answer as received (after any chunked framing;
+    /// compressed when gzip): over the `/lookup` answers, or every answer
+    /// when there were none, as `mean_body_bytes`.
+    pub wire_body_bytes_mean: Option<f64>,
+    /// Mean body bytes per answer once inflated (the same answers).
+    pub content_body_bytes_mean: Option<f64>,
+    /// The same figures for each kind of request, when the load mixed kinds.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_kind: BTreeMap<String, KindEncoding>,
+}
+
+/// [`EncodingReport`]'s figures for one kind of request.
+#[derive(Serialize, Default, Clone, Debug, PartialEq)]
+pub struct KindEncoding {
+    pub answers_gzip: u64,
+    pub answers_plain: u64,
+    pub wire_body_bytes_mean: f64,
+    pub content_body_bytes_mean: f64,
+}
+
+impl EncodingReport {
+    /// The text line of a load: what was asked, what came, the sizes.
+    pub fn text(&self) -> String {
+        let mut t = format!(
+            "encoding: {}; {} answers gzip, {} plain",
+            if self.accept_gzip {
+                format!("Accept-Encoding: gzip (inflated: {})", self.gzip_decode)
+            } else {
+                "no Accept-Encoding sent".to_string()
+            },
+            fmt_int(self.answers_gzip),
+            fmt_int(self.answers_plain)
+        );
+        if let (Some(w), Some(c)) = (self.wire_body_bytes_mean, self.content_body_bytes_mean) {
+            let _ = write!(
+                t,
+                "; body per answer {} B on the wire, {} B inflated",
+                fmt_int(w.round() as u64),
+                fmt_int(c.round() as u64)
+            );
+            if w > 0.0 && (c - w).abs() >= 0.5 {
+                let _ = write!(t, " ({:.1}x)", c / w);
+            }
+        }
+        t
+    }
 }
 
 #[derive(Serialize, Default)]
@@ -563,9 +636,18 @@ impl Report {
                 fmt_us(s.tcp_latency.max_us)
             );
         }
-        let loads: Vec<(&str, &LoadReport)> = [
-            self.lookups.as_ref().map(|l| ("server", l)),
-            self.ceiling.as_ref().map(|l| ("ceiling", l)),
+        let ceiling_name = |l: &LoadReport| {
+            let n = l.ceiling_answers.as_ref().map_or(1, |a| a.bodies);
+            format!(
+                "ceiling, {} {}",
+                fmt_int(n as u64),
+                if n == 1 { "body" } else { "bodies" }
+            )
+        };
+        let loads: Vec<(String, &LoadReport)> = [
+            self.lookups.as_ref().map(|l| ("server".to_string(), l)),
+            self.ceiling.as_ref().map(|l| (ceiling_name(l), l)),
+            self.ceiling_distinct.as_ref().map(|l| (ceiling_name(l), l)),
         ]
         .into_iter()
         .flatten()
@@ -628,6 +710,10 @@ impl Report {
                         ""
                     }
                 );
+                if let Some(a) = &l.ceiling_answers {
+                    let _ = writeln!(o, "    answers: {}", a.text());
+                }
+                let _ = writeln!(o, "    {}", l.encoding.text());
                 if l.unsent > 0 {
                     let _ = writeln!(
                         o,
@@ -648,14 +734,23 @@ impl Report {
                     let _ = writeln!(o, "    errors: {:?}", l.errors.0);
                 }
             }
-            if let (Some(s), Some(c)) = (&self.lookups, &self.ceiling)
-                && c.per_second > 0.0
+            for c in [&self.ceiling, &self.ceiling_distinct]
+                .into_iter()
+                .flatten()
             {
-                let _ = writeln!(
-                    o,
-                    "  server reaches {:.0}% of the ceiling's req/s",
-                    s.per_second / c.per_second * 100.0
-                );
+                if let Some(s) = &self.lookups
+                    && c.per_second > 0.0
+                {
+                    let _ = writeln!(
+                        o,
+                        "  server reaches {:.0}% of the {}-body ceiling's req/s ({})",
+                        s.per_second / c.per_second * 100.0,
+                        c.ceiling_answers
+                            .as_ref()
+                            .map_or("single", |a| a.kind.as_str()),
+                        ceiling_name(c)
+                    );
+                }
             }
         }
         if !self.tcp_errors.0.is_empty() {
@@ -777,6 +872,83 @@ mod tests {
             "{}",
             r.table()
         );
+    }
+
+    #[test]
+    fn encoding_line() {
+        let mut e = EncodingReport {
+            accept_gzip: true,
+            gzip_decode: "all".into(),
+            answers_gzip: 1_000,
+            answers_plain: 2,
+            wire_body_bytes_mean: Some(4_492.4),
+            content_body_bytes_mean: Some(48_814.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            e.text(),
+            "encoding: Accept-Encoding: gzip (inflated: all); 1,000 answers gzip, 2 plain; \
+             body per answer 4,492 B on the wire, 48,814 B inflated (10.9x)"
+        );
+        e.accept_gzip = false;
+        e.answers_gzip = 0;
+        e.wire_body_bytes_mean = Some(1_003.0);
+        e.content_body_bytes_mean = Some(1_003.0);
+        assert_eq!(
+            e.text(),
+            "encoding: no Accept-Encoding sent; 0 answers gzip, 2 plain; \
+             body per answer 1,003 B on the wire, 1,003 B inflated"
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["wire_body_bytes_mean"], 1_003.0);
+        assert!(json.get("by_kind").is_none());
+    }
+
+    #[test]
+    fn both_ceilings_next_to_the_server() {
+        let load = |per_second: f64, bodies: Option<usize>| LoadReport {
+            per_second,
+            requests_ok: 1_000,
+            ceiling_answers: bodies.map(|n| AnswersSummary {
+                kind: if n == 1 { "single" } else { "distinct" }.into(),
+                bodies: n,
+                selection: "by topic".into(),
+                body_bytes_mean: 1_003.0,
+                body_bytes_min: 1_003,
+                body_bytes_max: 1_003,
+                gzip_min_size: 1024,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = Report {
+            tool: "t".into(),
+            mode: "run".into(),
+            lookups: Some(load(80_000.0, None)),
+            ceiling: Some(load(100_000.0, Some(1))),
+            ceiling_distinct: Some(load(90_000.0, Some(20_000))),
+            ..Default::default()
+        };
+        let t = r.table();
+        assert!(t.contains("  ceiling, 1 body "), "{t}");
+        assert!(t.contains("  ceiling, 20,000 bodies "), "{t}");
+        assert!(
+            t.contains("server reaches 80% of the single-body ceiling's req/s (ceiling, 1 body)"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "server reaches 89% of the distinct-body ceiling's req/s (ceiling, 20,000 bodies)"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("answers: 20,000 bodies of 1,003 B"), "{t}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["ceiling_distinct"]["ceiling_answers"]["bodies"],
+            20_000
+        );
+        assert!(json["lookups"].get("ceiling_answers").is_none());
     }
 
     #[test]

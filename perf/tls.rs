@@ -237,17 +237,20 @@ pub fn client_config(
 }
 
 /// What every connection of a run shares: the TLS configuration (when
-/// an address is `https://`) and the secret. Cheap to clone.
+/// an address is `https://`), the secret, and whether requests ask for
+/// gzip answers. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct HttpClient {
     pub tls: Option<Tls>,
     pub secret: Option<Secret>,
+    /// Requests carry `Accept-Encoding: gzip` (`--accept-gzip`).
+    pub accept_gzip: bool,
 }
 
 impl HttpClient {
     /// The target for one endpoint.
     pub fn target(&self, e: &Endpoint) -> Result<Arc<Target>, String> {
-        Target::new(e, self.tls.as_ref(), self.secret.as_ref())
+        Target::new(e, self.tls.as_ref(), self.secret.as_ref(), self.accept_gzip)
     }
 
     pub fn targets(&self, list: &[Endpoint]) -> Result<Vec<Arc<Target>>, String> {
@@ -266,6 +269,7 @@ impl HttpClient {
                 .map(|t| t.roots.to_string()),
             client_certificate: tls && self.tls.as_ref().is_some_and(|t| t.client_cert),
             auth_secret_sent: targets.iter().any(|t| t.secret_sent()),
+            accept_gzip: targets.iter().any(|t| t.accepts_gzip()),
         }
     }
 }
@@ -292,6 +296,8 @@ pub struct HttpClientReport {
     /// Whether every request carried `Authorization: Bearer` (the secret
     /// itself is never written anywhere).
     pub auth_secret_sent: bool,
+    /// Whether requests carried `Accept-Encoding: gzip`.
+    pub accept_gzip: bool,
 }
 
 impl fmt::Display for HttpClientReport {
@@ -305,10 +311,14 @@ impl fmt::Display for HttpClientReport {
             write!(f, ")")?;
         }
         if self.auth_secret_sent {
-            write!(f, ", Bearer secret sent")
+            write!(f, ", Bearer secret sent")?;
         } else {
-            write!(f, ", no secret sent")
+            write!(f, ", no secret sent")?;
         }
+        if self.accept_gzip {
+            write!(f, ", Accept-Encoding: gzip")?;
+        }
+        Ok(())
     }
 }
 
