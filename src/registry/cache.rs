@@ -228,6 +228,7 @@ impl ViewSlot {
     pub(super) fn store(
         &self,
         generation: u64,
+        now: Nanos,
         valid_until: Nanos,
         body: Bytes,
         budget: &Arc<CacheBudget>,
@@ -235,6 +236,7 @@ impl ViewSlot {
         let len = body.len();
         self.store_as(
             generation,
+            now,
             valid_until,
             Encoding::Identity,
             body,
@@ -243,20 +245,26 @@ impl ViewSlot {
         );
     }
 
-    /// The same, for a body in `encoding`; hands out what it stored.
+    /// The same, for a body in `encoding`, rendered at `now`; hands out
+    /// what it stored.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn store_as(
         &self,
         generation: u64,
+        now: Nanos,
         valid_until: Nanos,
         encoding: Encoding,
         body: Bytes,
         plain_len: usize,
         budget: &Arc<CacheBudget>,
     ) -> SharedBody {
-        // The same answer already kept in another encoding: add this one.
+        // The same answer already kept in another encoding, and still
+        // current when this one was rendered: add this one (its deadline
+        // is the earlier one; a PING moving a producer's deadline later
+        // does not change the answer).
         if let Some(r) = &*self.rendered.load()
             && r.generation == generation
-            && r.valid_until == valid_until
+            && now < r.valid_until
         {
             return r.fill(encoding, body);
         }
@@ -332,17 +340,26 @@ impl LookupCache {
 
     /// Stores a body in `encoding` (of a plain one of `plain_len` bytes);
     /// hands out what it stored.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn store_as(
         &self,
         generation: Generation,
+        now: Nanos,
         valid_until: Nanos,
         encoding: Encoding,
         body: Bytes,
         plain_len: usize,
         budget: &Arc<CacheBudget>,
     ) -> SharedBody {
-        self.slot
-            .store_as(generation.0, valid_until, encoding, body, plain_len, budget)
+        self.slot.store_as(
+            generation.0,
+            now,
+            valid_until,
+            encoding,
+            body,
+            plain_len,
+            budget,
+        )
     }
 
     /// Stores a body rendered from data read after `generation` was taken,
@@ -350,11 +367,13 @@ impl LookupCache {
     pub(super) fn store(
         &self,
         generation: Generation,
+        now: Nanos,
         valid_until: Nanos,
         body: Bytes,
         budget: &Arc<CacheBudget>,
     ) {
-        self.slot.store(generation.0, valid_until, body, budget);
+        self.slot
+            .store(generation.0, now, valid_until, body, budget);
     }
 
     /// Whether a current body is cached (tests and metrics).
@@ -373,7 +392,7 @@ mod tests {
         let budget = Arc::new(CacheBudget::new(1 << 20));
         let c = LookupCache::new(0);
         let g = c.get(1).unwrap_err();
-        c.store(g, 100, Bytes::from_static(b"a"), &budget);
+        c.store(g, 0, 100, Bytes::from_static(b"a"), &budget);
         assert_eq!(&*c.get(50).unwrap(), b"a");
         assert!(c.get(100).is_err(), "expired at valid_until");
         c.invalidate(1);
@@ -386,7 +405,7 @@ mod tests {
         let c = LookupCache::new(0);
         let g = c.get(1).unwrap_err(); // reader takes the generation...
         c.invalidate(1); // ...a writer changes the data...
-        c.store(g, 100, Bytes::from_static(b"stale"), &budget); // ...the reader stores late
+        c.store(g, 0, 100, Bytes::from_static(b"stale"), &budget); // ...the reader stores late
         assert!(c.get(2).is_err());
     }
 
@@ -397,6 +416,7 @@ mod tests {
         let b = LookupCache::new(0);
         a.store(
             a.get(1).unwrap_err(),
+            0,
             100,
             Bytes::from_static(b"123456"),
             &budget,
@@ -404,6 +424,7 @@ mod tests {
         assert_eq!(budget.used(), 6);
         b.store(
             b.get(1).unwrap_err(),
+            0,
             100,
             Bytes::from_static(b"123456"),
             &budget,
@@ -414,6 +435,7 @@ mod tests {
         assert_eq!(budget.used(), 0, "an invalidated body is freed");
         b.store(
             b.get(1).unwrap_err(),
+            0,
             100,
             Bytes::from_static(b"123456"),
             &budget,

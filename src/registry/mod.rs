@@ -314,7 +314,13 @@ impl Registry {
         valid_until: Nanos,
     ) {
         self.counts.view_renders.fetch_add(1, Ordering::Relaxed);
-        self.views[view as usize].store(generation.0, valid_until, body, &self.lookup_budget);
+        self.views[view as usize].store(
+            generation.0,
+            self.clock.now(),
+            valid_until,
+            body,
+            &self.lookup_budget,
+        );
     }
 
     /// How answers are compressed.
@@ -362,13 +368,15 @@ impl Registry {
         render: impl FnOnce(&Registry) -> (Bytes, Nanos),
     ) -> (SharedBody, Encoding) {
         let slot = &self.views[view as usize];
-        let current = slot.current(generation.0, self.clock.now());
+        let now = self.clock.now();
+        let current = slot.current(generation.0, now);
         self.complete(current, want, || {
             self.counts.view_renders.fetch_add(1, Ordering::Relaxed);
             let (body, valid_until) = render(self);
             (body, valid_until, move |encoding, body, plain_len| {
                 slot.store_as(
                     generation.0,
+                    now,
                     valid_until,
                     encoding,
                     body,

@@ -706,7 +706,7 @@ fn an_answer_rendered_before_a_topic_is_recreated_is_never_served() {
         .get("t")
         .unwrap()
         .cache
-        .store(generation, u64::MAX, rendered, &r.lookup_budget);
+        .store(generation, 0, u64::MAX, rendered, &r.lookup_budget);
     assert_eq!(lookup(&r, "t"), Some((vec![], vec![])));
 }
 
@@ -752,6 +752,48 @@ mod compressed {
             (0u8..4, 0u8..3).prop_map(|(t, c)| Step::Channel(t, c)),
             (0u8..4, any::<bool>()).prop_map(|(t, g)| Step::Read(t, g)),
         ]
+    }
+
+    /// A PING moves a producer's deadline later without changing the
+    /// answer: a plain reader then adds its encoding to the kept gzip
+    /// rendering instead of replacing it; once the rendering's deadline has
+    /// passed, nothing is added to it (a stale answer is never served).
+    #[test]
+    fn a_ping_keeps_both_encodings_and_an_expired_rendering_gets_none() {
+        let r = tiny_threshold();
+        r.clock().freeze();
+        let mut nodes: Vec<_> = (0..6).map(|n| r.identify(peer(n))).collect();
+        for n in &mut nodes {
+            n.register("t", None);
+        }
+        let renders = || {
+            r.counts()
+                .gzip_renders
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(r.lookup_as("t", Encoding::Gzip).unwrap().1, Encoding::Gzip);
+        assert_eq!(renders(), 1);
+        r.clock().advance(Duration::from_secs(10));
+        nodes[0].ping();
+        let plain = r.lookup("t").unwrap();
+        assert_eq!(r.lookup_as("t", Encoding::Gzip).unwrap().1, Encoding::Gzip);
+        assert_eq!(renders(), 1, "the gzip rendering was kept");
+        assert!(
+            std::ptr::eq(r.lookup("t").unwrap().as_ptr(), plain.as_ptr()),
+            "plain kept too"
+        );
+        // Past the rendering's deadline (producers 1..5 last seen at 0):
+        // only the producer that pinged is left, in both encodings.
+        r.clock().advance(TIMEOUT);
+        let fresh = r.lookup("t").unwrap();
+        let v: Value = serde_json::from_slice(&fresh).unwrap();
+        assert_eq!(v["producers"].as_array().unwrap().len(), 1, "{v}");
+        let (gz, e) = r.lookup_as("t", Encoding::Gzip).unwrap();
+        if e == Encoding::Gzip {
+            assert_eq!(gunzip(&gz), &fresh[..]);
+        } else {
+            assert_eq!(&gz[..], &fresh[..]);
+        }
     }
 
     proptest! {

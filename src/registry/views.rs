@@ -60,8 +60,13 @@ impl Registry {
             .lookup_renders
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.topics.get(topic) {
-            t.cache
-                .store(generation, valid_until, body.clone(), &self.lookup_budget);
+            t.cache.store(
+                generation,
+                now,
+                valid_until,
+                body.clone(),
+                &self.lookup_budget,
+            );
         }
         Some(body.into())
     }
@@ -94,6 +99,7 @@ impl Registry {
                 match (generation, self.topics.get(topic)) {
                     (Some(g), Some(t)) => t.cache.store_as(
                         g,
+                        now,
                         valid_until,
                         encoding,
                         body,
