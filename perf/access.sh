@@ -22,9 +22,7 @@ source perf/server.sh
 preset=${1:-medium}
 rounds=${2:-3}
 json_out=${3:-}
-server=${SERVER_BIN:-target/release/nsqlookupd}
-bench=${BENCH_BIN:-target/release/nsqlookupd-bench}
-[ -n "${SERVER_BIN:-}" ] || cargo build --release --bin nsqlookupd --bin nsqlookupd-bench
+release_binaries
 tmp=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"' EXIT

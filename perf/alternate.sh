@@ -50,9 +50,7 @@ case "$ceiling_kind" in
 single | distinct | both) ;;
 *) echo "CEILING must be single, distinct or both (not $ceiling_kind)" >&2; exit 2 ;;
 esac
-server=${SERVER_BIN:-target/release/nsqlookupd}
-bench=${BENCH_BIN:-target/release/nsqlookupd-bench}
-[ -n "${SERVER_BIN:-}" ] || cargo build --release --bin nsqlookupd --bin nsqlookupd-bench
+release_binaries
 tmp=$(mktemp -d)
 start_server "$tmp/server.log" taskset -c 0 "$server"
 pid=$server_pid tcp=$server_tcp http=$server_http

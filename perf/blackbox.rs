@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::cli::{Cli, Cmd};
 use crate::modes;
+use crate::report::Report;
 
 /// A running server and the means to stop it.
 struct Running {
@@ -61,12 +62,34 @@ fn cli(args: &[&str]) -> Cmd {
     Cli::try_parse_from(all).expect("valid bench arguments").cmd
 }
 
+/// `nsqlookupd-bench run ARGS`: its report.
+async fn run_report(args: &[&str]) -> Report {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    let Cmd::Run(args) = cli(&all) else {
+        unreachable!()
+    };
+    modes::run(args).await.expect("run completes").report
+}
+
+/// `nsqlookupd-bench consumers ARGS`: its report.
+async fn consumers_report(args: &[&str]) -> Report {
+    let mut all = vec!["consumers"];
+    all.extend_from_slice(args);
+    let Cmd::Consumers(args) = cli(&all) else {
+        unreachable!()
+    };
+    modes::consumers_only(args)
+        .await
+        .expect("consumers complete")
+        .report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_churn_and_storm_passes_its_checks() {
     let srv = start_server().await;
     let (tcp, http) = (srv.tcp.to_string(), srv.http.to_string());
-    let Cmd::Run(args) = cli(&[
-        "run",
+    let r = run_report(&[
         "--tcp-address",
         &tcp,
         "--http-address",
@@ -89,11 +112,8 @@ async fn run_with_churn_and_storm_passes_its_checks() {
         "5",
         "--channels-pct",
         "5",
-    ]) else {
-        unreachable!()
-    };
-    let out = modes::run(args).await.expect("run completes");
-    let r = &out.report;
+    ])
+    .await;
     assert!(r.passed, "{}", r.table());
     assert!(r.checks.sampled > 100, "{}", r.table());
     assert_eq!(r.checks.final_checked, 20);
@@ -122,8 +142,7 @@ async fn answers_that_do_not_match_the_fleet_fail_the_run() {
     let fleet = tokio::spawn(modes::fleet_only(fleet));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // ...but the consumers expect 9 nodes: node 9's producers are "unexpected".
-    let Cmd::Consumers(cons) = cli(&[
-        "consumers",
+    let r = consumers_report(&[
         "--http-address",
         &http,
         "--nodes",
@@ -134,17 +153,12 @@ async fn answers_that_do_not_match_the_fleet_fail_the_run() {
         "2",
         "--check-sample",
         "1",
-    ]) else {
-        unreachable!()
-    };
-    let out = modes::consumers_only(cons)
-        .await
-        .expect("consumers complete");
-    assert!(!out.report.passed);
-    assert!(out.report.checks.sampled_failed > 0);
+    ])
+    .await;
+    assert!(!r.passed);
+    assert!(r.checks.sampled_failed > 0);
     assert!(
-        out.report
-            .checks
+        r.checks
             .failures
             .iter()
             .any(|f| f.contains("node-00009.bench"))
@@ -443,8 +457,7 @@ async fn run_over_https_passes_its_checks() {
     let pki = crate::testtls::Pki::generate();
     let (proxy, sessions) = crate::testtls::tls_proxy(pki.server_config(false), srv.http).await;
     let (tcp, https) = (srv.tcp.to_string(), format!("https://{proxy}"));
-    let Cmd::Run(args) = cli(&[
-        "run",
+    let r = run_report(&[
         "--tcp-address",
         &tcp,
         "--http-address",
@@ -459,11 +472,8 @@ async fn run_over_https_passes_its_checks() {
         "3",
         "--check-sample",
         "0.5",
-    ]) else {
-        unreachable!()
-    };
-    let out = modes::run(args).await.expect("run completes");
-    let r = &out.report;
+    ])
+    .await;
     assert!(r.passed, "{}", r.table());
     assert!(r.checks.sampled > 20, "{}", r.table());
     assert_eq!((r.checks.final_checked, r.checks.final_failed), (20, 0));
@@ -485,7 +495,7 @@ async fn run_over_https_passes_its_checks() {
         "HTTP: {https} over https (server verified against CA file"
     )));
     assert!(t.contains("3 connects; https, Bearer secret sent"), "{t}");
-    let json = serde_json::to_string(r).unwrap();
+    let json = serde_json::to_string(&r).unwrap();
     assert!(
         !json.contains("bench-secret"),
         "the secret leaked into the JSON"
@@ -504,8 +514,7 @@ async fn consumers_over_mutual_tls_send_the_bearer_secret() {
     let secret = pki.dir.path().join("secret");
     std::fs::write(&secret, "file-secret\n").unwrap();
     let https = format!("https://{}", srv.addr);
-    let Cmd::Consumers(args) = cli(&[
-        "consumers",
+    let r = consumers_report(&[
         "--http-address",
         &https,
         "--http-ca-file",
@@ -520,13 +529,8 @@ async fn consumers_over_mutual_tls_send_the_bearer_secret() {
         "500ms",
         "--workers",
         "2",
-    ]) else {
-        unreachable!()
-    };
-    let out = modes::consumers_only(args)
-        .await
-        .expect("consumers complete");
-    let r = &out.report;
+    ])
+    .await;
     assert!(r.passed, "{}", r.table());
     let l = r.lookups.as_ref().expect("lookups");
     assert!(l.requests_ok > 10, "{}", r.table());
@@ -548,8 +552,7 @@ async fn consumers_over_mutual_tls_send_the_bearer_secret() {
 
     // Without the client certificate the server refuses every connection,
     // and the run fails with TLS errors, not with a hang.
-    let Cmd::Consumers(args) = cli(&[
-        "consumers",
+    let r = consumers_report(&[
         "--http-address",
         &https,
         "--http-ca-file",
@@ -558,19 +561,11 @@ async fn consumers_over_mutual_tls_send_the_bearer_secret() {
         "300ms",
         "--workers",
         "1",
-    ]) else {
-        unreachable!()
-    };
-    let out = modes::consumers_only(args)
-        .await
-        .expect("consumers complete");
-    assert!(!out.report.passed);
-    let l = out.report.lookups.as_ref().expect("lookups");
-    assert!(
-        l.errors.0.contains_key("tls_alert"),
-        "{}",
-        out.report.table()
-    );
+    ])
+    .await;
+    assert!(!r.passed);
+    let l = r.lookups.as_ref().expect("lookups");
+    assert!(l.errors.0.contains_key("tls_alert"), "{}", r.table());
     // Each attempt reached the server, and none got through its handshake.
     let accepted = srv.accepted.load(std::sync::atomic::Ordering::Relaxed);
     assert!(accepted > 2, "{accepted} connections");

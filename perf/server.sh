@@ -1,5 +1,16 @@
-# Sourced by perf/measure.sh, perf/alternate.sh and perf/cluster.sh.
+# Sourced by perf/measure.sh, perf/alternate.sh, perf/access.sh and
+# perf/cluster.sh.
 #
+#   release_binaries
+#
+# Sets server and bench: SERVER_BIN and BENCH_BIN, else the release builds,
+# both built first unless SERVER_BIN is set.
+release_binaries() {
+    server=${SERVER_BIN:-target/release/nsqlookupd}
+    bench=${BENCH_BIN:-target/release/nsqlookupd-bench}
+    [ -n "${SERVER_BIN:-}" ] || cargo build --release --bin nsqlookupd --bin nsqlookupd-bench
+}
+
 #   start_server LOG COMMAND...
 #
 # Runs COMMAND (a server binary, possibly behind taskset/chrt) in the

@@ -141,6 +141,26 @@ impl Collector for Exporter {
             "/topics and /nodes answers rendered because the cached one was out of date",
             counts.view_renders.load(Relaxed),
         )?;
+        if self.registry.compression().gzip_level.is_some() {
+            counter(
+                &mut e,
+                "nsqlookupd_gzip_renders",
+                "Cached answers (/lookup, /topics, /nodes) gzip-compressed: once per change, when a gzip client first asks",
+                counts.gzip_renders.load(Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "nsqlookupd_http_gzip_responses",
+                "Answers sent gzip-compressed",
+                s.gzip_responses.load(Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "nsqlookupd_http_gzip_saved_bytes",
+                "Bytes that gzip answers did not send: plain size minus compressed size, summed",
+                s.gzip_saved_bytes.load(Relaxed),
+            )?;
+        }
 
         gauge(
             &mut e,

@@ -166,6 +166,7 @@ impl Server {
                 inactive_producer_timeout: options.inactive_producer_timeout,
                 tombstone_lifetime: options.tombstone_lifetime,
                 lookup_cache_size: options.lookup_cache_size,
+                compression: options.compression,
             },
             observer,
         ));

@@ -228,6 +228,9 @@ pub struct Stats {
     pub tcp_allow_enabled: AtomicBool,
     /// TCP connections closed at accept: peer outside `--tcp-allow`.
     pub tcp_not_allowed: AtomicU64,
+    /// HTTP answers sent gzip-compressed, and the bytes that saved.
+    pub gzip_responses: AtomicU64,
+    pub gzip_saved_bytes: AtomicU64,
     pub tcp_connections_open: AtomicU64,
     pub tcp_connections_total: AtomicU64,
     pub http_connections_open: AtomicU64,

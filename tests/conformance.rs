@@ -216,8 +216,33 @@ fn every_case_against_a_cluster_replica() {
     }
 }
 
+/// Every replayed case again with `Accept-Encoding: gzip` on each request
+/// (as Go's HTTP client sends it) and every answer worth it compressed
+/// (`--http-compression-min-size=1`): decompressed, each body must match
+/// the captured original exactly as a plain one does.
+#[test]
+fn every_case_with_gzip_accepted() {
+    for name in CASES {
+        replay(name, &["--http-compression-min-size=1".to_owned()], true);
+    }
+    let compressed = GZIP_ANSWERS.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        compressed >= 50,
+        "only {compressed} answers came compressed"
+    );
+}
+
+/// Answers that came gzip-compressed (and were decompressed) in replays.
+static GZIP_ANSWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// [`replay_case`] with `extra` flags for the server.
 fn replay_case_with(name: &str, extra: &[String]) {
+    replay(name, extra, false);
+}
+
+/// Replays one case, with `Accept-Encoding: gzip` added to each HTTP
+/// request that sets none if `accept_gzip`.
+fn replay(name: &str, extra: &[String], accept_gzip: bool) {
     let path = cases_dir().join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -227,7 +252,12 @@ fn replay_case_with(name: &str, extra: &[String]) {
     let mut args = options_args(scenario.get("server_options"));
     args.extend(extra.iter().cloned());
     let mut server = Server::start_with(args);
-    let result = run_scenario(&scenario, server.tcp_addr(), server.http_addr());
+    let result = run_scenario(
+        &scenario,
+        server.tcp_addr(),
+        server.http_addr(),
+        accept_gzip,
+    );
     let exited = server.try_exit_status();
     let mut report = match result {
         Ok(()) => match exited {
@@ -300,11 +330,18 @@ struct Runner {
     http: SocketAddr,
     /// Named connections; `None` once closed by a `close` step.
     conns: BTreeMap<String, Option<TcpStream>>,
+    /// Ask for gzip answers (and decompress them before checking).
+    accept_gzip: bool,
 }
 
 /// Executes the steps of `scenario`. `Err` carries a failure report naming the
 /// failing step.
-fn run_scenario(scenario: &Value, tcp: SocketAddr, http: SocketAddr) -> Result<(), String> {
+fn run_scenario(
+    scenario: &Value,
+    tcp: SocketAddr,
+    http: SocketAddr,
+    accept_gzip: bool,
+) -> Result<(), String> {
     let steps = scenario
         .get("steps")
         .and_then(Value::as_array)
@@ -318,6 +355,7 @@ fn run_scenario(scenario: &Value, tcp: SocketAddr, http: SocketAddr) -> Result<(
         tcp,
         http,
         conns: BTreeMap::new(),
+        accept_gzip,
     };
     for (i, step) in steps.iter().enumerate() {
         let (kind, msg) = match runner.step(step) {
@@ -568,9 +606,32 @@ impl Runner {
             .get("expect")
             .and_then(Value::as_object)
             .ok_or_else(|| malformed("http step has no \"expect\""))?;
+        if self.accept_gzip
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("accept-encoding"))
+        {
+            headers.push(("Accept-Encoding", "gzip"));
+        }
 
-        let resp = common::http_request(self.http, method, path, &headers, body)
+        let mut resp = common::http_request(self.http, method, path, &headers, body)
             .map_err(|e| step_failure(format!("HTTP request failed: {e}")))?;
+        if resp.header("content-encoding") == Some("gzip") {
+            if !self.accept_gzip {
+                return Err(step_failure(
+                    "a gzip answer to a request that did not ask for one",
+                ));
+            }
+            if resp.header("vary") != Some("Accept-Encoding") {
+                return Err(step_failure("a gzip answer without Vary: Accept-Encoding"));
+            }
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&resp.body[..])
+                .read_to_end(&mut plain)
+                .map_err(|e| step_failure(format!("gzip answer does not decompress: {e}")))?;
+            resp.body = plain;
+            GZIP_ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
 
         let mut problems = Vec::new();
         if let Some(status) = expect.get("status")

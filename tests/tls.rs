@@ -148,6 +148,20 @@ fn https(
     request(&mut stream, method, target)
 }
 
+/// `GET /ping` on a fresh HTTPS connection from a client trusting
+/// `pki.ca` and presenting `cert`, if any.
+fn ping(server: &Server, pki: &Pki, cert: Option<&CertKey>) -> io::Result<HttpResponse> {
+    https(server.https_addr(), &client(&pki.ca, cert), "GET", "/ping")
+}
+
+/// Expects the handshake of [`ping`] with `cert` to fail, and the server to
+/// count it as its first failure for `reason`.
+fn ping_refused(server: &Server, pki: &Pki, cert: Option<&CertKey>, reason: &str) {
+    let r = ping(server, pki, cert);
+    assert!(r.is_err(), "{reason}: {r:?}");
+    wait_for_sample(server, &failures(reason), 1.0);
+}
+
 /// The leaf certificate the server showed on `stream`.
 fn server_certificate(stream: &TlsStream) -> CertificateDer<'static> {
     stream
@@ -415,22 +429,15 @@ fn require_verify_accepts_only_certificates_from_the_ca() {
             "--log-level=debug".into(),
         ],
     );
-    let addr = server.https_addr();
-    let none = https(addr, &client(&pki.ca, None), "GET", "/ping");
-    assert!(none.is_err(), "no certificate: {none:?}");
-    wait_for_sample(&server, &failures("no_client_certificate"), 1.0);
-
-    let other = https(
-        addr,
-        &client(&pki.ca, Some(&pki.other_client)),
-        "GET",
-        "/ping",
+    ping_refused(&server, &pki, None, "no_client_certificate");
+    ping_refused(
+        &server,
+        &pki,
+        Some(&pki.other_client),
+        "bad_client_certificate",
     );
-    assert!(other.is_err(), "a certificate of another CA: {other:?}");
-    wait_for_sample(&server, &failures("bad_client_certificate"), 1.0);
 
-    let good = https(addr, &client(&pki.ca, Some(&pki.client)), "GET", "/ping")
-        .expect("a certificate of the CA");
+    let good = ping(&server, &pki, Some(&pki.client)).expect("a certificate of the CA");
     assert_eq!((good.status, good.text().as_str()), (200, "OK"));
     // The connection carries the verified common name.
     log_line(&server, "client certificate CN Some(\"client\")");
@@ -448,22 +455,18 @@ fn a_root_ca_alone_verifies_a_certificate_only_if_one_is_sent() {
             "--log-level=debug".into(),
         ],
     );
-    let addr = server.https_addr();
-    let anonymous = https(addr, &client(&pki.ca, None), "GET", "/ping").expect("no certificate");
+    let anonymous = ping(&server, &pki, None).expect("no certificate");
     assert_eq!(anonymous.status, 200);
     log_line(&server, "client certificate CN None");
-    let good = https(addr, &client(&pki.ca, Some(&pki.client)), "GET", "/ping")
-        .expect("a certificate of the CA");
+    let good = ping(&server, &pki, Some(&pki.client)).expect("a certificate of the CA");
     assert_eq!(good.status, 200);
     log_line(&server, "client certificate CN Some(\"client\")");
-    let other = https(
-        addr,
-        &client(&pki.ca, Some(&pki.other_client)),
-        "GET",
-        "/ping",
+    ping_refused(
+        &server,
+        &pki,
+        Some(&pki.other_client),
+        "bad_client_certificate",
     );
-    assert!(other.is_err(), "a certificate of another CA: {other:?}");
-    wait_for_sample(&server, &failures("bad_client_certificate"), 1.0);
 }
 
 #[test]
@@ -476,17 +479,8 @@ fn require_wants_a_certificate_and_does_not_verify_it() {
             "--log-level=debug".into(),
         ],
     );
-    let addr = server.https_addr();
-    let none = https(addr, &client(&pki.ca, None), "GET", "/ping");
-    assert!(none.is_err(), "no certificate: {none:?}");
-    wait_for_sample(&server, &failures("no_client_certificate"), 1.0);
-    let unverified = https(
-        addr,
-        &client(&pki.ca, Some(&pki.other_client)),
-        "GET",
-        "/ping",
-    )
-    .expect("any certificate");
+    ping_refused(&server, &pki, None, "no_client_certificate");
+    let unverified = ping(&server, &pki, Some(&pki.other_client)).expect("any certificate");
     assert_eq!(unverified.status, 200);
     // Not verified: no common name for access control to trust.
     log_line(&server, "client certificate CN None");

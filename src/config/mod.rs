@@ -29,6 +29,7 @@ use crate::access::AccessOptions;
 use crate::access::auth::AuthMethod;
 use crate::allow::AllowList;
 use crate::http::HttpLimits;
+use crate::registry::Compression;
 use crate::tcp::TcpLimits;
 
 /// Log verbosity, lowest first.
@@ -107,6 +108,13 @@ fn parse_path(s: &str) -> Result<PathBuf, String> {
 
 fn parse_allow(s: &str) -> Result<AllowList, String> {
     AllowList::parse(s)
+}
+
+fn parse_gzip_level(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n @ 1..=9) => Ok(n),
+        _ => Err(format!("invalid gzip level {s:?} (1 to 9)")),
+    }
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -262,6 +270,22 @@ struct Cli {
         help_heading = "Access")]
     auth_max_inflight: usize,
 
+    /// gzip-compress answers for clients that accept it (Accept-Encoding: gzip); false: every answer plain, as the original
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+        default_value = "true", default_missing_value = "true", value_parser = parse_bool,
+        help_heading = "Compression")]
+    http_compression: bool,
+
+    /// gzip level, 1 (fastest) to 9 (smallest)
+    #[arg(long, value_name = "LEVEL", default_value = "1", value_parser = parse_gzip_level,
+        help_heading = "Compression")]
+    http_gzip_level: u32,
+
+    /// answers shorter than this many bytes stay plain even for gzip clients
+    #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = parse_size,
+        help_heading = "Compression")]
+    http_compression_min_size: usize,
+
     /// memory for cached /lookup, /topics and /nodes answers, bytes; answers beyond it are rendered per request
     #[arg(long, value_name = "BYTES", default_value = "1073741824", value_parser = parse_size,
         help_heading = "Limits")]
@@ -366,6 +390,8 @@ pub struct Options {
     pub etcd: Option<EtcdOptions>,
     /// Who may read and administer over HTTP; the default leaves all open.
     pub access: AccessOptions,
+    /// gzip answers for clients that accept them.
+    pub compression: Compression,
     /// HTTPS on the HTTP API; `None` = none (`http_address` is then not empty).
     pub tls: Option<TlsOptions>,
 }
@@ -415,7 +441,10 @@ pub fn version_string() -> String {
 
 /// Flags that take a value as the next argument (all but the booleans).
 fn takes_separate_value(flag: &str) -> bool {
-    !matches!(flag, "version" | "verbose" | "tls-required" | "help" | "h")
+    !matches!(
+        flag,
+        "version" | "verbose" | "tls-required" | "http-compression" | "help" | "h"
+    )
 }
 
 /// Rewrites Go's `-flag` to `--flag`, leaving values alone.
@@ -649,6 +678,11 @@ fn resolve(
     let log_prefix = pick!(log_prefix, string);
     let log_format = pick!(log_format, parse_log_format);
     let lookup_cache_size = pick!(lookup_cache_size, parse_size);
+    let compression = Compression {
+        gzip_level: pick!(http_compression, parse_bool)
+            .then_some(pick!(http_gzip_level, parse_gzip_level)),
+        min_size: pick!(http_compression_min_size, parse_size),
+    };
     let _verbose: bool = pick!(verbose, parse_bool);
     let path = |s: &str| parse_path(s).map(Some);
     let etcd = etcd::resolve(
@@ -720,6 +754,7 @@ fn resolve(
         },
         etcd,
         access,
+        compression,
         tls,
     })
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::AUTHORIZATION;
+use hyper::header::{ACCEPT_ENCODING, AUTHORIZATION};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{debug, info};
@@ -22,8 +22,8 @@ use crate::access::bearer::Presented;
 use crate::access::{Class, Facts, Refusal, Verdict};
 use crate::json;
 use crate::names::is_valid_name;
-use crate::registry::{Nanos, Registry, SharedBody, WholeView};
-use crate::stats::Limit;
+use crate::registry::{Encoding, Nanos, Registry, SharedBody, WholeView};
+use crate::stats::{Limit, Stats};
 
 /// A failed request: status and message.
 type Failure = (StatusCode, &'static str);
@@ -168,19 +168,24 @@ async fn endpoint_response(
     conn: &Conn,
 ) -> Response<Body> {
     let registry = &ctx.registry;
+    let want = accepted_encoding(ctx, head);
     match (endpoint, scope) {
         (Endpoint::Ping, _) => return response::text_ok("OK"),
         (Endpoint::Info, _) => return response::json_ok(ctx.info_body.clone()),
-        (Endpoint::Topics, Scope::Full) => return whole_view(ctx, WholeView::Topics).await,
-        (Endpoint::Nodes, Scope::Full) => return whole_view(ctx, WholeView::Nodes).await,
-        (Endpoint::Debug, Scope::Full) => return off_the_reactor(ctx, debug).await,
+        (Endpoint::Topics, Scope::Full) => return whole_view(ctx, WholeView::Topics, want).await,
+        (Endpoint::Nodes, Scope::Full) => return whole_view(ctx, WholeView::Nodes, want).await,
+        (Endpoint::Debug, Scope::Full) => {
+            return off_the_reactor(ctx, move |r, s| encoded(r, s, want, debug(r))).await;
+        }
         (Endpoint::Topics, Scope::Identity(grant)) => {
             let grant = Arc::clone(grant);
-            return off_the_reactor(ctx, move |r| topics_seen(r, &grant)).await;
+            return off_the_reactor(ctx, move |r, s| encoded(r, s, want, topics_seen(r, &grant)))
+                .await;
         }
         (Endpoint::Nodes, Scope::Identity(grant)) => {
             let grant = Arc::clone(grant);
-            return off_the_reactor(ctx, move |r| nodes_seen(r, &grant)).await;
+            return off_the_reactor(ctx, move |r, s| encoded(r, s, want, nodes_seen(r, &grant)))
+                .await;
         }
         // Every registration of every topic: for the read allow-list and
         // admins only.
@@ -190,7 +195,9 @@ async fn endpoint_response(
             return response::refused(Refusal::Forbidden);
         }
         (Endpoint::Metrics, _) => {
-            return response::metrics(crate::metrics::render(registry, &ctx.stats, &ctx.access));
+            let text = crate::metrics::render(registry, &ctx.stats, &ctx.access);
+            let (body, encoding) = encoded(registry, &ctx.stats, want, Bytes::from(text));
+            return response::metrics(body, encoding);
         }
         _ => {}
     }
@@ -216,8 +223,8 @@ async fn endpoint_response(
         return response::refused(Refusal::Forbidden);
     }
     let result = match endpoint {
-        Endpoint::Lookup => lookup(registry, &params),
-        Endpoint::Channels => channels(registry, &params),
+        Endpoint::Lookup => lookup(registry, &params, want).inspect(|a| counted(&ctx.stats, a)),
+        Endpoint::Channels => channels(registry, &ctx.stats, &params, want),
         Endpoint::TopicCreate => topic_create(registry, &params),
         Endpoint::TopicDelete => topic_delete(registry, &params),
         Endpoint::ChannelCreate => channel_create(registry, &params),
@@ -226,10 +233,57 @@ async fn endpoint_response(
         _ => unreachable!("parameterless endpoints answered above"),
     };
     match result {
-        Ok(Some(body)) => response::json_ok(body),
+        Ok(Some((body, encoding))) => response::json_as(body, encoding),
         Ok(None) => response::empty_ok(),
         Err(f) => failure(f),
     }
+}
+
+/// The encoding a request allows (see `encoding`): gzip only when
+/// compression is on and its `Accept-Encoding` allows it.
+fn accepted_encoding(ctx: &HttpContext, head: &Parts) -> Encoding {
+    if ctx.registry.compression().gzip_level.is_none() {
+        return Encoding::Identity;
+    }
+    super::encoding::negotiate(
+        head.headers
+            .get_all(ACCEPT_ENCODING)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// An answer rendered for one request, compressed for a gzip client when
+/// it is worth it (and counted).
+fn encoded(
+    registry: &Registry,
+    stats: &Stats,
+    want: Encoding,
+    body: Bytes,
+) -> (SharedBody, Encoding) {
+    let c = registry.compression();
+    if want == Encoding::Gzip && c.worth_it(body.len()) {
+        let gz = c.gzip(&body);
+        count_gzip(stats, body.len(), gz.len());
+        (gz.into(), Encoding::Gzip)
+    } else {
+        (body.into(), Encoding::Identity)
+    }
+}
+
+/// Counts a cached answer sent compressed.
+fn counted(stats: &Stats, answer: &Option<(SharedBody, Encoding)>) {
+    if let Some((body, Encoding::Gzip)) = answer {
+        count_gzip(stats, body.plain_len().unwrap_or(body.len()), body.len());
+    }
+}
+
+fn count_gzip(stats: &Stats, plain: usize, sent: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    stats.gzip_responses.fetch_add(1, Relaxed);
+    stats
+        .gzip_saved_bytes
+        .fetch_add(plain.saturating_sub(sent) as u64, Relaxed);
 }
 
 /// A granted consumer's `/lookup` or `/channels`: its grant must allow
@@ -260,18 +314,21 @@ fn topics_seen(registry: &Registry, grant: &Grant) -> Bytes {
 /// `/topics` and `/nodes`: served from the registry's cached body while
 /// nothing changed (nsqadmin polls them; a fleet at rest answers each poll
 /// with a copy of ready bytes), rendered off the reactor otherwise.
-async fn whole_view(ctx: &HttpContext, view: WholeView) -> Response<Body> {
-    let generation = match ctx.registry.cached_view(view) {
-        Ok(body) => return response::json_ok(body),
+async fn whole_view(ctx: &HttpContext, view: WholeView, want: Encoding) -> Response<Body> {
+    let generation = match ctx.registry.cached_view_as(view, want) {
+        Ok(answer) => {
+            counted(&ctx.stats, &Some(answer.clone()));
+            return response::json_as(answer.0, answer.1);
+        }
         Err(generation) => generation,
     };
-    off_the_reactor(ctx, move |registry| {
-        let (body, valid_until) = match view {
+    off_the_reactor(ctx, move |registry, stats| {
+        let answer = registry.make_view(view, want, generation, |registry| match view {
             WholeView::Topics => (topics(registry), Nanos::MAX),
             WholeView::Nodes => nodes(registry),
-        };
-        registry.store_view(view, generation, body.clone(), valid_until);
-        body
+        });
+        counted(stats, &Some(answer.clone()));
+        answer
     })
     .await
 }
@@ -284,14 +341,15 @@ async fn whole_view(ctx: &HttpContext, view: WholeView) -> Response<Body> {
 /// them cannot crowd the worker off the CPU; the rest wait their turn.
 async fn off_the_reactor(
     ctx: &HttpContext,
-    view: impl FnOnce(&Registry) -> Bytes + Send + 'static,
+    view: impl FnOnce(&Registry, &Stats) -> (SharedBody, Encoding) + Send + 'static,
 ) -> Response<Body> {
     let Ok(_turn) = ctx.heavy_views.acquire().await else {
         return response::error(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN");
     };
     let registry = Arc::clone(&ctx.registry);
-    match tokio::task::spawn_blocking(move || view(&registry)).await {
-        Ok(body) => response::json_ok(body),
+    let stats = Arc::clone(&ctx.stats);
+    match tokio::task::spawn_blocking(move || view(&registry, &stats)).await {
+        Ok((body, encoding)) => response::json_as(body, encoding),
         // Only a panic (a bug) gets here: answer it, keep serving.
         Err(_) => response::error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
@@ -301,8 +359,8 @@ fn failure((status, message): Failure) -> Response<Body> {
     response::error(status, message)
 }
 
-/// `Ok(Some(json))`, `Ok(None)` for an empty 200, or a failure.
-type Answer = Result<Option<SharedBody>, Failure>;
+/// `Ok(Some((json, its encoding)))`, `Ok(None)` for an empty 200, or a failure.
+type Answer = Result<Option<(SharedBody, Encoding)>, Failure>;
 
 /// A parameter that must be present; its value is not checked.
 fn required<'p>(params: &'p Params<'_>, name: &str, missing: Failure) -> Result<&'p [u8], Failure> {
@@ -323,16 +381,16 @@ fn name<'p>(
     Ok(std::str::from_utf8(value).expect("valid names are ASCII"))
 }
 
-fn lookup(registry: &Registry, params: &Params<'_>) -> Answer {
+fn lookup(registry: &Registry, params: &Params<'_>, want: Encoding) -> Answer {
     let topic = required(params, "topic", MISSING_ARG_TOPIC)?;
     std::str::from_utf8(topic)
         .ok()
-        .and_then(|topic| registry.lookup(topic))
+        .and_then(|topic| registry.lookup_as(topic, want))
         .map(Some)
         .ok_or((StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))
 }
 
-fn channels(registry: &Registry, params: &Params<'_>) -> Answer {
+fn channels(registry: &Registry, stats: &Stats, params: &Params<'_>, want: Encoding) -> Answer {
     let topic = required(params, "topic", MISSING_ARG_TOPIC)?;
     let channels = std::str::from_utf8(topic)
         .map(|t| registry.channels(t))
@@ -340,7 +398,7 @@ fn channels(registry: &Registry, params: &Params<'_>) -> Answer {
     let mut out = String::from("{\"channels\":");
     json::push_str_array(&mut out, channels.iter().map(|c| &**c));
     out.push('}');
-    Ok(Some(Bytes::from(out).into()))
+    Ok(Some(encoded(registry, stats, want, Bytes::from(out))))
 }
 
 fn topic_create(registry: &Registry, params: &Params<'_>) -> Answer {

@@ -19,6 +19,7 @@
 //! also bounds how long an idle keep-alive connection is kept (slowloris)
 //! and, on HTTPS, the TLS handshake before it, and the size of a body.
 
+pub mod encoding;
 pub mod handlers;
 pub mod head_deadline;
 pub mod query;
@@ -36,7 +37,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -191,19 +192,15 @@ pub async fn run(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let acceptor = acceptor(listener, "HTTP", &ctx);
-    while let Some(Accepted { stream, peer, slot }) = acceptor.next(&shutdown).await {
-        let ctx = Arc::clone(&ctx);
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let _slot = slot;
-            let stats = Arc::clone(&ctx.stats);
-            let _open =
-                GaugeGuard::new(&stats.http_connections_open, &stats.http_connections_total);
-            serve(stream, Conn::new(peer, None), ctx, shutdown).await;
-        });
-    }
-    info!("HTTP: closing {}", acceptor.local_addr());
+    accept_loop(
+        listener,
+        "HTTP",
+        ctx,
+        tasks,
+        shutdown,
+        |stream, peer, ctx, shutdown| serve(stream, Conn::new(peer, None), ctx, shutdown),
+    )
+    .await;
 }
 
 /// Accepts HTTPS until `shutdown` is cancelled: each connection's TLS
@@ -218,40 +215,77 @@ pub async fn run_tls(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let acceptor = acceptor(listener, "HTTPS", &ctx);
+    accept_loop(
+        listener,
+        "HTTPS",
+        ctx,
+        tasks,
+        shutdown,
+        move |stream, peer, ctx, shutdown| {
+            handshake_then_serve(stream, peer, Arc::clone(&tls), ctx, shutdown)
+        },
+    )
+    .await;
+}
+
+/// One HTTPS connection: its handshake (cut off by the header timeout or
+/// by `shutdown`), then [`serve`].
+async fn handshake_then_serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<Tls>,
+    ctx: Arc<HttpContext>,
+    shutdown: CancellationToken,
+) {
+    let stats = Arc::clone(&ctx.stats);
+    let _tls_open = GaugeGuard::new(&stats.tls.connections_open, &stats.tls.connections_total);
+    let handshake = tokio::select! {
+        done = tls.handshake(stream, peer, ctx.limits.header_timeout) => done,
+        _ = shutdown.cancelled() => return,
+    };
+    let established = match handshake {
+        Ok(established) => established,
+        Err(Failure::Timeout { partial: true }) => {
+            stats.limit_hit(Limit::HttpHeaderTimeout);
+            return;
+        }
+        Err(_) => return,
+    };
+    let conn = Conn::new(
+        peer,
+        Some(TlsPeer {
+            common_name: established.common_name,
+        }),
+    );
+    serve(established.stream, conn, ctx, shutdown).await;
+}
+
+/// The accept loop of both listeners: each accepted connection gets a task
+/// that holds its slot and the HTTP connection gauge while `connect`'s
+/// future (a handshake, if any, then [`serve`]) runs.
+async fn accept_loop<C, F>(
+    listener: TcpListener,
+    name: &'static str,
+    ctx: Arc<HttpContext>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    connect: C,
+) where
+    C: Fn(TcpStream, SocketAddr, Arc<HttpContext>, CancellationToken) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let acceptor = acceptor(listener, name, &ctx);
     while let Some(Accepted { stream, peer, slot }) = acceptor.next(&shutdown).await {
-        let ctx = Arc::clone(&ctx);
-        let tls = Arc::clone(&tls);
-        let shutdown = shutdown.clone();
+        let stats = Arc::clone(&ctx.stats);
+        let connection = connect(stream, peer, Arc::clone(&ctx), shutdown.clone());
         tasks.spawn(async move {
             let _slot = slot;
-            let stats = Arc::clone(&ctx.stats);
             let _open =
                 GaugeGuard::new(&stats.http_connections_open, &stats.http_connections_total);
-            let _tls_open =
-                GaugeGuard::new(&stats.tls.connections_open, &stats.tls.connections_total);
-            let handshake = tokio::select! {
-                done = tls.handshake(stream, peer, ctx.limits.header_timeout) => done,
-                _ = shutdown.cancelled() => return,
-            };
-            let established = match handshake {
-                Ok(established) => established,
-                Err(Failure::Timeout { partial: true }) => {
-                    stats.limit_hit(Limit::HttpHeaderTimeout);
-                    return;
-                }
-                Err(_) => return,
-            };
-            let conn = Conn::new(
-                peer,
-                Some(TlsPeer {
-                    common_name: established.common_name,
-                }),
-            );
-            serve(established.stream, conn, ctx, shutdown).await;
+            connection.await;
         });
     }
-    info!("HTTPS: closing {}", acceptor.local_addr());
+    info!("{name}: closing {}", acceptor.local_addr());
 }
 
 /// A listener's acceptor, with the HTTP connection slots.

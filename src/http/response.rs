@@ -2,12 +2,15 @@
 
 use bytes::{Buf, Bytes};
 use http_body_util::Full;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, WWW_AUTHENTICATE};
+use hyper::header::{
+    ALLOW, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, VARY,
+    WWW_AUTHENTICATE,
+};
 use hyper::{Response, StatusCode};
 
 use crate::access::Refusal;
 use crate::json;
-use crate::registry::SharedBody;
+use crate::registry::{Encoding, SharedBody};
 
 pub type Body = Full<Chunk>;
 
@@ -56,6 +59,25 @@ pub fn json_ok(body: impl Into<SharedBody>) -> Response<Body> {
     r.headers_mut().insert(X_NSQ_CONTENT_TYPE, NSQ_V1);
     r
 }
+
+/// 200 with a JSON document in `encoding`: a gzip one says so, and that
+/// the answer depends on `Accept-Encoding`; a plain one is exactly
+/// [`json_ok`].
+pub fn json_as(body: impl Into<SharedBody>, encoding: Encoding) -> Response<Body> {
+    let mut r = json_ok(body);
+    if encoding == Encoding::Gzip {
+        mark_gzip(&mut r);
+    }
+    r
+}
+
+fn mark_gzip(r: &mut Response<Body>) {
+    r.headers_mut().insert(CONTENT_ENCODING, GZIP);
+    r.headers_mut().insert(VARY, ACCEPT_ENCODING_VALUE);
+}
+
+const GZIP: HeaderValue = HeaderValue::from_static("gzip");
+const ACCEPT_ENCODING_VALUE: HeaderValue = HeaderValue::from_static("Accept-Encoding");
 
 /// 200 with an empty body (successful admin POSTs).
 pub fn empty_ok() -> Response<Body> {
@@ -108,12 +130,15 @@ pub fn tls_required(https_port: u16) -> Response<Body> {
 }
 
 /// `/metrics`: the OpenMetrics text exposition format.
-pub fn metrics(text: String) -> Response<Body> {
-    let mut r = response(StatusCode::OK, Bytes::from(text));
+pub fn metrics(body: SharedBody, encoding: Encoding) -> Response<Body> {
+    let mut r = response(StatusCode::OK, body);
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
+    if encoding == Encoding::Gzip {
+        mark_gzip(&mut r);
+    }
     r
 }
 

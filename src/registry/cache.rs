@@ -25,8 +25,8 @@
 //! served.
 
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -68,19 +68,82 @@ impl CacheBudget {
     }
 }
 
+/// The content codings an answer is kept in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+}
+
+/// One answer, as it was at `generation`, in the encodings clients asked
+/// for: each is made once, when first asked for, and lives as long as the
+/// answer is current. A rendering starts with the encoding its first
+/// reader wanted; a plain body that no client asks for is never kept
+/// beside a compressed one.
 #[derive(Debug)]
-struct Rendered {
+pub(super) struct Rendered {
     generation: u64,
     valid_until: Nanos,
-    body: Bytes,
+    plain: OnceLock<Bytes>,
+    gzip: OnceLock<Bytes>,
+    /// Held while one reader compresses, so that the answer is compressed
+    /// once; a reader that finds it held serves the plain body meanwhile.
+    compressing: Mutex<()>,
+    /// The plain body's length, kept or not (what a compressed one saves).
+    plain_len: usize,
     budget: Arc<CacheBudget>,
+}
+
+impl Rendered {
+    fn slot(&self, encoding: Encoding) -> &OnceLock<Bytes> {
+        match encoding {
+            Encoding::Identity => &self.plain,
+            Encoding::Gzip => &self.gzip,
+        }
+    }
+
+    /// This answer in `encoding`, if it was made.
+    pub(super) fn serve(self: &Arc<Self>, encoding: Encoding) -> Option<SharedBody> {
+        self.slot(encoding).get()?;
+        Some(SharedBody(Shared::Cached(Arc::clone(self), encoding)))
+    }
+
+    /// The plain body, if kept.
+    pub(super) fn plain(&self) -> Option<&Bytes> {
+        self.plain.get()
+    }
+
+    /// Keeps `body` as this answer in `encoding` if the budget has room
+    /// (and no other reader kept one first), and hands it out.
+    pub(super) fn fill(self: &Arc<Self>, encoding: Encoding, body: Bytes) -> SharedBody {
+        let slot = self.slot(encoding);
+        if slot.get().is_none() && self.budget.try_take(body.len()) {
+            let len = body.len();
+            if slot.set(body.clone()).is_err() {
+                self.budget.used.fetch_sub(len, Ordering::AcqRel);
+            }
+        }
+        match self.serve(encoding) {
+            Some(kept) => kept,
+            None => SharedBody(Shared::Own(body)),
+        }
+    }
+
+    /// Runs `compress` unless another reader is already compressing this
+    /// answer (then `None`: serve the plain body this time).
+    pub(super) fn compress_once(&self, compress: impl FnOnce() -> Bytes) -> Option<Bytes> {
+        let _turn = self.compressing.try_lock().ok()?;
+        match self.gzip.get() {
+            Some(done) => Some(done.clone()),
+            None => Some(compress()),
+        }
+    }
 }
 
 impl Drop for Rendered {
     fn drop(&mut self) {
-        self.budget
-            .used
-            .fetch_sub(self.body.len(), Ordering::AcqRel);
+        let len = self.plain.get().map_or(0, Bytes::len) + self.gzip.get().map_or(0, Bytes::len);
+        self.budget.used.fetch_sub(len, Ordering::AcqRel);
     }
 }
 
@@ -98,7 +161,8 @@ pub struct SharedBody(Shared);
 
 #[derive(Clone, Debug)]
 enum Shared {
-    Cached(Arc<Rendered>),
+    /// Only made for an encoding whose slot is set.
+    Cached(Arc<Rendered>, Encoding),
     Own(Bytes),
 }
 
@@ -107,8 +171,19 @@ impl Deref for SharedBody {
 
     fn deref(&self) -> &[u8] {
         match &self.0 {
-            Shared::Cached(r) => &r.body,
+            Shared::Cached(r, encoding) => r.slot(*encoding).get().map_or(&[], |b| &b[..]),
             Shared::Own(b) => b,
+        }
+    }
+}
+
+impl SharedBody {
+    /// The length of the plain answer this body encodes, for a cached
+    /// body; `None` for one rendered for a single request.
+    pub fn plain_len(&self) -> Option<usize> {
+        match &self.0 {
+            Shared::Cached(r, _) => Some(r.plain_len),
+            Shared::Own(_) => None,
         }
     }
 }
@@ -128,35 +203,88 @@ pub(super) struct ViewSlot {
 }
 
 impl ViewSlot {
-    /// The body, if it was rendered at `generation` and is current at `now`.
+    /// The plain body, if it was rendered at `generation` and is current at `now`.
     pub(super) fn get(&self, generation: u64, now: Nanos) -> Option<SharedBody> {
         match &*self.rendered.load() {
             Some(r) if r.generation == generation && now < r.valid_until => {
-                Some(SharedBody(Shared::Cached(Arc::clone(r))))
+                r.serve(Encoding::Identity)
             }
             _ => None,
         }
     }
 
-    /// Stores a body rendered from data read after `generation` was taken,
-    /// if the budget has room for it (the previous body is freed first).
+    /// The rendering made at `generation`, if current at `now`, whichever
+    /// encodings it holds.
+    pub(super) fn current(&self, generation: u64, now: Nanos) -> Option<Arc<Rendered>> {
+        match &*self.rendered.load() {
+            Some(r) if r.generation == generation && now < r.valid_until => Some(Arc::clone(r)),
+            _ => None,
+        }
+    }
+
+    /// Stores a plain body rendered from data read after `generation` was
+    /// taken, if the budget has room for it (the previous body is freed
+    /// first).
     pub(super) fn store(
         &self,
         generation: u64,
+        now: Nanos,
         valid_until: Nanos,
         body: Bytes,
         budget: &Arc<CacheBudget>,
     ) {
+        let len = body.len();
+        self.store_as(
+            generation,
+            now,
+            valid_until,
+            Encoding::Identity,
+            body,
+            len,
+            budget,
+        );
+    }
+
+    /// The same, for a body in `encoding`, rendered at `now`; hands out
+    /// what it stored.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store_as(
+        &self,
+        generation: u64,
+        now: Nanos,
+        valid_until: Nanos,
+        encoding: Encoding,
+        body: Bytes,
+        plain_len: usize,
+        budget: &Arc<CacheBudget>,
+    ) -> SharedBody {
+        // The same answer already kept in another encoding, and still
+        // current when this one was rendered: add this one (its deadline
+        // is the earlier one; a PING moving a producer's deadline later
+        // does not change the answer).
+        if let Some(r) = &*self.rendered.load()
+            && r.generation == generation
+            && now < r.valid_until
+        {
+            return r.fill(encoding, body);
+        }
         self.clear();
         if !budget.try_take(body.len()) {
-            return;
+            return SharedBody(Shared::Own(body));
         }
-        self.rendered.store(Some(Arc::new(Rendered {
+        let rendered = Arc::new(Rendered {
             generation,
             valid_until,
-            body,
+            plain: OnceLock::new(),
+            gzip: OnceLock::new(),
+            compressing: Mutex::new(()),
+            plain_len,
             budget: Arc::clone(budget),
-        })));
+        });
+        let _ = rendered.slot(encoding).set(body);
+        let served = SharedBody(Shared::Cached(Arc::clone(&rendered), encoding));
+        self.rendered.store(Some(rendered));
+        served
     }
 
     /// Frees the cached body.
@@ -201,16 +329,51 @@ impl LookupCache {
         self.slot.get(generation, now).ok_or(Generation(generation))
     }
 
+    /// The current rendering (any encodings), or the generation to tag a
+    /// fresh one with.
+    pub(super) fn current(&self, now: Nanos) -> Result<Arc<Rendered>, Generation> {
+        let generation = self.generation.load(Ordering::Acquire);
+        self.slot
+            .current(generation, now)
+            .ok_or(Generation(generation))
+    }
+
+    /// Stores a body in `encoding` (of a plain one of `plain_len` bytes);
+    /// hands out what it stored.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store_as(
+        &self,
+        generation: Generation,
+        now: Nanos,
+        valid_until: Nanos,
+        encoding: Encoding,
+        body: Bytes,
+        plain_len: usize,
+        budget: &Arc<CacheBudget>,
+    ) -> SharedBody {
+        self.slot.store_as(
+            generation.0,
+            now,
+            valid_until,
+            encoding,
+            body,
+            plain_len,
+            budget,
+        )
+    }
+
     /// Stores a body rendered from data read after `generation` was taken,
     /// if the budget has room for it.
     pub(super) fn store(
         &self,
         generation: Generation,
+        now: Nanos,
         valid_until: Nanos,
         body: Bytes,
         budget: &Arc<CacheBudget>,
     ) {
-        self.slot.store(generation.0, valid_until, body, budget);
+        self.slot
+            .store(generation.0, now, valid_until, body, budget);
     }
 
     /// Whether a current body is cached (tests and metrics).
@@ -229,7 +392,7 @@ mod tests {
         let budget = Arc::new(CacheBudget::new(1 << 20));
         let c = LookupCache::new(0);
         let g = c.get(1).unwrap_err();
-        c.store(g, 100, Bytes::from_static(b"a"), &budget);
+        c.store(g, 0, 100, Bytes::from_static(b"a"), &budget);
         assert_eq!(&*c.get(50).unwrap(), b"a");
         assert!(c.get(100).is_err(), "expired at valid_until");
         c.invalidate(1);
@@ -242,7 +405,7 @@ mod tests {
         let c = LookupCache::new(0);
         let g = c.get(1).unwrap_err(); // reader takes the generation...
         c.invalidate(1); // ...a writer changes the data...
-        c.store(g, 100, Bytes::from_static(b"stale"), &budget); // ...the reader stores late
+        c.store(g, 0, 100, Bytes::from_static(b"stale"), &budget); // ...the reader stores late
         assert!(c.get(2).is_err());
     }
 
@@ -253,6 +416,7 @@ mod tests {
         let b = LookupCache::new(0);
         a.store(
             a.get(1).unwrap_err(),
+            0,
             100,
             Bytes::from_static(b"123456"),
             &budget,
@@ -260,6 +424,7 @@ mod tests {
         assert_eq!(budget.used(), 6);
         b.store(
             b.get(1).unwrap_err(),
+            0,
             100,
             Bytes::from_static(b"123456"),
             &budget,
@@ -270,6 +435,7 @@ mod tests {
         assert_eq!(budget.used(), 0, "an invalidated body is freed");
         b.store(
             b.get(1).unwrap_err(),
+            0,
             100,
             Bytes::from_static(b"123456"),
             &budget,

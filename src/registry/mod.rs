@@ -38,6 +38,7 @@
 
 mod cache;
 mod clock;
+mod gzip;
 mod key;
 mod observer;
 mod producer;
@@ -63,7 +64,8 @@ pub use snapshot::{Member, ProducerSet};
 pub use views::{DebugEntry, DebugProducer, GO_ZERO_TIME_UNIX_NANOS, NodeView};
 
 use cache::{CacheBudget, LookupCache, ViewSlot};
-pub use cache::{Generation, SharedBody};
+pub use cache::{Encoding, Generation, SharedBody};
+pub use gzip::Compression;
 
 /// The registry's timing rules (spec section 2).
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +77,8 @@ pub struct RegistryOptions {
     pub tombstone_lifetime: Duration,
     /// Bytes all cached `/lookup` answers may use together.
     pub lookup_cache_size: usize,
+    /// How answers are compressed for gzip clients.
+    pub compression: Compression,
 }
 
 impl Default for RegistryOptions {
@@ -83,6 +87,7 @@ impl Default for RegistryOptions {
             inactive_producer_timeout: Duration::from_secs(300),
             tombstone_lifetime: Duration::from_secs(45),
             lookup_cache_size: 1 << 30,
+            compression: Compression::default(),
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct Counts {
     pub lookup_renders: AtomicU64,
     /// `/topics` and `/nodes` answers rendered (cache misses).
     pub view_renders: AtomicU64,
+    /// Cached answers (`/lookup`, `/topics`, `/nodes`) gzip-compressed.
+    pub gzip_renders: AtomicU64,
 }
 
 impl Counts {
@@ -171,6 +178,7 @@ pub struct Registry {
     next_producer_id: AtomicU64,
     counts: Counts,
     lookup_budget: Arc<CacheBudget>,
+    compression: Compression,
     /// Bumped after every change a whole-registry view can show.
     changes: AtomicU64,
     /// The cached `/topics` and `/nodes` bodies, by [`WholeView`].
@@ -198,6 +206,7 @@ impl Registry {
             next_producer_id: AtomicU64::new(1),
             counts: Counts::default(),
             lookup_budget: Arc::new(CacheBudget::new(options.lookup_cache_size)),
+            compression: options.compression,
             changes: AtomicU64::new(0),
             views: Default::default(),
             clock: Clock::new(),
@@ -305,7 +314,134 @@ impl Registry {
         valid_until: Nanos,
     ) {
         self.counts.view_renders.fetch_add(1, Ordering::Relaxed);
-        self.views[view as usize].store(generation.0, valid_until, body, &self.lookup_budget);
+        self.views[view as usize].store(
+            generation.0,
+            self.clock.now(),
+            valid_until,
+            body,
+            &self.lookup_budget,
+        );
+    }
+
+    /// How answers are compressed.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// `view` in the encoding a client wants (gzip when it is worth it),
+    /// from the cache only: `Err` when it must be made off the reactor with
+    /// [`Registry::make_view`].
+    pub fn cached_view_as(
+        &self,
+        view: WholeView,
+        want: Encoding,
+    ) -> Result<(SharedBody, Encoding), Generation> {
+        let generation = self.changes.load(Ordering::Acquire);
+        let Some(r) = self.views[view as usize].current(generation, self.clock.now()) else {
+            return Err(Generation(generation));
+        };
+        if want == Encoding::Gzip {
+            if let Some(gz) = r.serve(Encoding::Gzip) {
+                return Ok((gz, Encoding::Gzip));
+            }
+            if r.plain()
+                .is_some_and(|p| self.compression.worth_it(p.len()))
+            {
+                return Err(Generation(generation)); // to compress, off the reactor
+            }
+        }
+        match r.serve(Encoding::Identity) {
+            Some(plain) => Ok((plain, Encoding::Identity)),
+            None => Err(Generation(generation)),
+        }
+    }
+
+    /// Makes `view` in the encoding wanted (blocking: call it off the
+    /// reactor): completes the current rendering with the missing encoding,
+    /// or renders it with `render` (the body and until when it is true)
+    /// and keeps it.
+    pub fn make_view(
+        &self,
+        view: WholeView,
+        want: Encoding,
+        generation: Generation,
+        render: impl FnOnce(&Registry) -> (Bytes, Nanos),
+    ) -> (SharedBody, Encoding) {
+        let slot = &self.views[view as usize];
+        let now = self.clock.now();
+        let current = slot.current(generation.0, now);
+        self.complete(current, want, || {
+            self.counts.view_renders.fetch_add(1, Ordering::Relaxed);
+            let (body, valid_until) = render(self);
+            (body, valid_until, move |encoding, body, plain_len| {
+                slot.store_as(
+                    generation.0,
+                    now,
+                    valid_until,
+                    encoding,
+                    body,
+                    plain_len,
+                    &self.lookup_budget,
+                )
+            })
+        })
+    }
+
+    /// The shared step of cached answers in an encoding: from `current`
+    /// (the answer's current rendering, if any), serve `want` if it is
+    /// there; else add it (compress the plain body once, or render the
+    /// plain one again); with no current rendering, render with `render`,
+    /// which also says how to keep the result.
+    fn complete<K>(
+        &self,
+        current: Option<Arc<cache::Rendered>>,
+        want: Encoding,
+        render: impl FnOnce() -> (Bytes, Nanos, K),
+    ) -> (SharedBody, Encoding)
+    where
+        K: FnOnce(Encoding, Bytes, usize) -> SharedBody,
+    {
+        let c = self.compression;
+        if let Some(r) = current {
+            if let Some(body) = r.serve(want) {
+                return (body, want);
+            }
+            match (want, r.plain()) {
+                (Encoding::Gzip, Some(plain)) if !c.worth_it(plain.len()) => {
+                    return (
+                        r.serve(Encoding::Identity).expect("kept"),
+                        Encoding::Identity,
+                    );
+                }
+                (Encoding::Gzip, Some(plain)) => {
+                    let plain = plain.clone();
+                    return match r.compress_once(|| c.gzip(&plain)) {
+                        Some(gz) => {
+                            self.counts.gzip_renders.fetch_add(1, Ordering::Relaxed);
+                            (r.fill(Encoding::Gzip, gz), Encoding::Gzip)
+                        }
+                        // Another reader is compressing it: plain this time.
+                        None => (
+                            r.serve(Encoding::Identity).expect("kept"),
+                            Encoding::Identity,
+                        ),
+                    };
+                }
+                // Only the compressed body is kept: render the plain one.
+                _ => {
+                    let (body, _, _) = render();
+                    return (r.fill(Encoding::Identity, body), Encoding::Identity);
+                }
+            }
+        }
+        let (body, _, keep) = render();
+        let len = body.len();
+        if want == Encoding::Gzip && c.worth_it(len) {
+            self.counts.gzip_renders.fetch_add(1, Ordering::Relaxed);
+            (keep(Encoding::Gzip, c.gzip(&body), len), Encoding::Gzip)
+        } else {
+            (keep(Encoding::Identity, body, len), Encoding::Identity)
+        }
     }
 
     fn entry(&self, r: RegistrationRef<'_>) -> Option<Arc<KeyEntry>> {

@@ -706,6 +706,147 @@ fn an_answer_rendered_before_a_topic_is_recreated_is_never_served() {
         .get("t")
         .unwrap()
         .cache
-        .store(generation, u64::MAX, rendered, &r.lookup_budget);
+        .store(generation, 0, u64::MAX, rendered, &r.lookup_budget);
     assert_eq!(lookup(&r, "t"), Some((vec![], vec![])));
+}
+
+/// gzip renderings: for any registry and any interleaving of gzip and
+/// plain readers with changes between them, the compressed answer
+/// decompresses to exactly the plain one, and neither encoding evicts the
+/// other.
+mod compressed {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Read;
+
+    fn gunzip(b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    fn tiny_threshold() -> Arc<Registry> {
+        Arc::new(Registry::new(RegistryOptions {
+            compression: Compression {
+                gzip_level: Some(1),
+                min_size: 64,
+            },
+            ..RegistryOptions::default()
+        }))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Register(u16, u8),
+        Unregister(u16, u8),
+        Channel(u8, u8),
+        Read(u8, bool),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u16..12, 0u8..4).prop_map(|(p, t)| Step::Register(p, t)),
+            (0u16..12, 0u8..4).prop_map(|(p, t)| Step::Unregister(p, t)),
+            (0u8..4, 0u8..3).prop_map(|(t, c)| Step::Channel(t, c)),
+            (0u8..4, any::<bool>()).prop_map(|(t, g)| Step::Read(t, g)),
+        ]
+    }
+
+    /// A PING moves a producer's deadline later without changing the
+    /// answer: a plain reader then adds its encoding to the kept gzip
+    /// rendering instead of replacing it; once the rendering's deadline has
+    /// passed, nothing is added to it (a stale answer is never served).
+    #[test]
+    fn a_ping_keeps_both_encodings_and_an_expired_rendering_gets_none() {
+        let r = tiny_threshold();
+        r.clock().freeze();
+        let mut nodes: Vec<_> = (0..6).map(|n| r.identify(peer(n))).collect();
+        for n in &mut nodes {
+            n.register("t", None);
+        }
+        let renders = || {
+            r.counts()
+                .gzip_renders
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(r.lookup_as("t", Encoding::Gzip).unwrap().1, Encoding::Gzip);
+        assert_eq!(renders(), 1);
+        r.clock().advance(Duration::from_secs(10));
+        nodes[0].ping();
+        let plain = r.lookup("t").unwrap();
+        assert_eq!(r.lookup_as("t", Encoding::Gzip).unwrap().1, Encoding::Gzip);
+        assert_eq!(renders(), 1, "the gzip rendering was kept");
+        assert!(
+            std::ptr::eq(r.lookup("t").unwrap().as_ptr(), plain.as_ptr()),
+            "plain kept too"
+        );
+        // Past the rendering's deadline (producers 1..5 last seen at 0):
+        // only the producer that pinged is left, in both encodings.
+        r.clock().advance(TIMEOUT);
+        let fresh = r.lookup("t").unwrap();
+        let v: Value = serde_json::from_slice(&fresh).unwrap();
+        assert_eq!(v["producers"].as_array().unwrap().len(), 1, "{v}");
+        let (gz, e) = r.lookup_as("t", Encoding::Gzip).unwrap();
+        if e == Encoding::Gzip {
+            assert_eq!(gunzip(&gz), &fresh[..]);
+        } else {
+            assert_eq!(&gz[..], &fresh[..]);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decompressed_answers_equal_plain_ones(steps in proptest::collection::vec(step(), 1..60)) {
+            let r = tiny_threshold();
+            let mut nodes: Vec<_> = (0..12).map(|n| r.identify(peer(n))).collect();
+            for s in steps {
+                match s {
+                    Step::Register(p, t) => {
+                        nodes[p as usize].register(&format!("t{t}"), None);
+                    }
+                    Step::Unregister(p, t) => nodes[p as usize].unregister(&format!("t{t}"), None),
+                    Step::Channel(t, c) => {
+                        r.create_channel(&format!("t{t}"), &format!("c{c}"));
+                    }
+                    Step::Read(t, gzip_first) => {
+                        let topic = format!("t{t}");
+                        let want = |g: bool| if g { Encoding::Gzip } else { Encoding::Identity };
+                        let a = r.lookup_as(&topic, want(gzip_first));
+                        let b = r.lookup_as(&topic, want(!gzip_first));
+                        let plain = r.lookup_uncached(&topic);
+                        for answer in [a, b] {
+                            match (answer, &plain) {
+                                (None, None) => {}
+                                (Some((body, Encoding::Gzip)), Some(p)) => {
+                                    prop_assert_eq!(&gunzip(&body)[..], &p[..]);
+                                    prop_assert_eq!(body.plain_len(), Some(p.len()));
+                                }
+                                (Some((body, Encoding::Identity)), Some(p)) => {
+                                    prop_assert_eq!(&body[..], &p[..]);
+                                }
+                                (a, p) => prop_assert!(false, "{:?} vs {:?}", a.map(|x| x.1), p),
+                            }
+                        }
+                        // Both kept: the next readers of either are hits.
+                        if let Some(p) = &plain {
+                            let renders = r.counts().gzip_renders.load(std::sync::atomic::Ordering::Relaxed);
+                            let again = r.lookup_as(&topic, Encoding::Gzip).unwrap();
+                            let plain_again = r.lookup(&topic).unwrap();
+                            prop_assert_eq!(&plain_again[..], &p[..]);
+                            if p.len() >= 64 {
+                                prop_assert_eq!(again.1, Encoding::Gzip);
+                            }
+                            prop_assert_eq!(
+                                r.counts().gzip_renders.load(std::sync::atomic::Ordering::Relaxed),
+                                renders,
+                                "compressed again without a change"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
 use super::key::{Category, Registration, RegistrationRef};
 use super::producer::Producer;
-use super::{KeyEntry, Nanos, Registry, SharedBody};
+use super::{Encoding, KeyEntry, Nanos, Registry, SharedBody};
 use crate::json;
 
 /// A producer as `/nodes` lists it.
@@ -59,10 +60,56 @@ impl Registry {
             .lookup_renders
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.topics.get(topic) {
-            t.cache
-                .store(generation, valid_until, body.clone(), &self.lookup_budget);
+            t.cache.store(
+                generation,
+                now,
+                valid_until,
+                body.clone(),
+                &self.lookup_budget,
+            );
         }
         Some(body.into())
+    }
+
+    /// The `/lookup` answer in the encoding a client wants: gzip-compressed
+    /// when it accepts gzip and the answer is worth compressing (each
+    /// answer compressed once per change, when a gzip client first asks),
+    /// plain otherwise; with the encoding it is in.
+    pub fn lookup_as(&self, topic: &str, want: Encoding) -> Option<(SharedBody, Encoding)> {
+        if want == Encoding::Identity || self.compression.gzip_level.is_none() {
+            return self.lookup(topic).map(|b| (b, Encoding::Identity));
+        }
+        let now = self.clock.now();
+        let (entry, current, generation) = {
+            let t = self.topics.get(topic)?;
+            match t.cache.current(now) {
+                Ok(r) => {
+                    if let Some(gz) = r.serve(Encoding::Gzip) {
+                        return Some((gz, Encoding::Gzip));
+                    }
+                    (Arc::clone(&t.entry), Some(r), None)
+                }
+                Err(generation) => (Arc::clone(&t.entry), None, Some(generation)),
+            }
+        };
+        Some(self.complete(current, want, || {
+            let (body, valid_until) = self.render_lookup(topic, &entry, now);
+            self.counts.lookup_renders.fetch_add(1, Ordering::Relaxed);
+            (body, valid_until, move |encoding, body, plain_len| {
+                match (generation, self.topics.get(topic)) {
+                    (Some(g), Some(t)) => t.cache.store_as(
+                        g,
+                        now,
+                        valid_until,
+                        encoding,
+                        body,
+                        plain_len,
+                        &self.lookup_budget,
+                    ),
+                    _ => body.into(),
+                }
+            })
+        }))
     }
 
     /// The `/lookup` answer rendered from the current snapshots, bypassing

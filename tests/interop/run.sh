@@ -92,6 +92,19 @@ suite "nsqjs (node --test)" \
 suite "tokio-nsq (cargo test)" \
   env CARGO_TARGET_DIR="$SCRATCH/cargo" "${TOKIO_NSQ[@]}"
 
+# The same clients again with every answer that can be compressed sent
+# gzip to those that ask for it (pynsq, nsqjs; gnsq asks for identity,
+# tokio-nsq for nothing): discovery must work the same.
+export NSQLOOKUPD_EXTRA_ARGS="--http-compression-min-size=1"
+suite "pynsq + gnsq, gzip answers (pytest)" \
+  bash -c 'cd "$1/python" && exec "$2/bin/python" -m pytest -q' _ "$HERE" "$VENV"
+suite "nsqjs, gzip answers (node --test)" \
+  env NODE_PATH="$NPM_DIR/node_modules" node --test \
+  "$HERE/node/nsqjs.test.js" "$HERE/node/nsqjs_access.test.js"
+suite "tokio-nsq, gzip answers (cargo test)" \
+  env CARGO_TARGET_DIR="$SCRATCH/cargo" "${TOKIO_NSQ[@]}"
+unset NSQLOOKUPD_EXTRA_ARGS
+
 echo "== interop: versions tested"
 "$VENV/bin/python" -m pip list --disable-pip-version-check 2>/dev/null |
   grep -Ei '^(pynsq|gnsq|tornado|urllib3|gevent) ' || true

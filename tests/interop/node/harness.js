@@ -3,7 +3,8 @@
 // the server on 127.0.0.1:0 ports, a fake nsqd listener, an nsqd-style TCP
 // registration, and a recording relay in front of the HTTP port; for the
 // access tests, ../auth_server.py as a subprocess, the certificates of
-// ../pki.sh, the server's refusal counters and a deadline-bound wait.
+// ../pki.sh, the server's refusal counters and a deadline-bound wait; and
+// for both test files, a watch on nsqjs's fetches and a watched Reader.
 
 const {spawn} = require('node:child_process')
 const fs = require('node:fs')
@@ -41,7 +42,12 @@ async function startLookupd(...extraArgs) {
   if (extraArgs.some((a) => a.startsWith('--tls-cert='))) want.push('HTTPS')
   const proc = spawn(
     serverBinary(),
-    [`--tcp-address=${HOST}:0`, `--http-address=${HOST}:0`, ...extraArgs],
+    [
+      `--tcp-address=${HOST}:0`,
+      `--http-address=${HOST}:0`,
+      ...(process.env.NSQLOOKUPD_EXTRA_ARGS || '').split(/\s+/).filter(Boolean),
+      ...extraArgs,
+    ],
     {stdio: ['ignore', 'ignore', 'pipe']}
   )
   const log = []
@@ -255,6 +261,42 @@ function recordHeaders(client, request) {
   fs.writeFileSync(path.join(dir, `${client}.txt`), text)
 }
 
+/** Puts `wrapper(realFetch, args)` in the place of the node-fetch that
+ * nsqjs loads (before nsqjs is loaded: call it first). nsqjs's lookup
+ * swallows every failure into "no producers", so the tests watch what each
+ * of its fetches got. */
+function wrapNsqjsFetch(wrapper) {
+  const fetchPath = require.resolve('node-fetch', {
+    paths: [path.dirname(require.resolve('nsqjs'))],
+  })
+  const realFetch = require(fetchPath)
+  const wrapped = (...args) => wrapper(realFetch, args)
+  Object.assign(wrapped, realFetch, {default: wrapped})
+  require.cache[fetchPath].exports = wrapped
+}
+
+/** A connected nsqjs Reader of `topic`/`channel` at lookupd `address`
+ * (polled every second, nsqjs's minimum), closed after the test `t`;
+ * `connects` gets every producer it dials. */
+function startReader(t, topic, channel, address) {
+  const nsq = require('nsqjs')
+  const reader = new nsq.Reader(topic, channel, {
+    lookupdHTTPAddresses: [address],
+    lookupdPollInterval: 1, // nsqjs's minimum (seconds)
+  })
+  t.after(() => reader.close())
+  reader.on(nsq.Reader.ERROR, () => {}) // the fake nsqd hangs up
+  reader.on(nsq.Reader.MESSAGE, (msg) => msg.finish())
+  const connects = []
+  const realConnect = reader.connectToNSQD.bind(reader)
+  reader.connectToNSQD = (host, port) => {
+    connects.push([host, port])
+    return realConnect(host, port)
+  }
+  reader.connect()
+  return {reader, connects}
+}
+
 /** Polls `cond` (sync or async) until it is true, for at most `ms`. */
 async function waitUntil(cond, ms, what) {
   const end = Date.now() + ms
@@ -397,6 +439,11 @@ async function startAuthServer(grants) {
   }
 }
 
+/** The access tests' server flags: an auth server, and an allow-list that
+ * covers the client (127.0.0.1), or not (TEST-NET-1). */
+const ALLOWED = ['--read-allow=127.0.0.0/8', '--auth-http-address={auth}']
+const NOT_ALLOWED = ['--read-allow=192.0.2.0/24', '--auth-http-address={auth}']
+
 /** What an access test needs: an auth server answering `grants`, the
  * server started with `args` (in which "{auth}" is the auth server's
  * address), a fake nsqd registered for `topic` and `channel`. close() stops
@@ -429,12 +476,16 @@ async function startScene(topic, channel, args, grants) {
 
 module.exports = {
   HOST,
+  ALLOWED,
+  NOT_ALLOWED,
   startScene,
   startLookupd,
   startFakeNsqd,
   register,
   startRecordingProxy,
   recordHeaders,
+  wrapNsqjsFetch,
+  startReader,
   withDeadline,
   waitUntil,
   httpGet,

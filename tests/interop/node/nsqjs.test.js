@@ -6,16 +6,23 @@
 const assert = require('node:assert/strict')
 const {test} = require('node:test')
 
+const {
+  HOST,
+  startLookupd,
+  startFakeNsqd,
+  register,
+  startRecordingProxy,
+  recordHeaders,
+  wrapNsqjsFetch,
+  startReader,
+} = require('./harness')
+
 // nsqjs's lookup swallows every failure into "no producers", so an empty
 // answer proves nothing by itself: record the status of each /lookup
-// response nsqjs receives by wrapping the node-fetch it loads.
-const fetchPath = require.resolve('node-fetch', {
-  paths: [require('node:path').dirname(require.resolve('nsqjs'))],
-})
-const realFetch = require(fetchPath)
+// response nsqjs receives.
 const responses = []
 let inFlight = 0
-async function recordingFetch(...args) {
+wrapNsqjsFetch(async (realFetch, args) => {
   inFlight++
   try {
     const response = await realFetch(...args)
@@ -24,22 +31,10 @@ async function recordingFetch(...args) {
   } finally {
     inFlight--
   }
-}
-Object.assign(recordingFetch, realFetch, {default: recordingFetch})
-require.cache[fetchPath].exports = recordingFetch
+})
 
-const nsq = require('nsqjs')
 const lookup = require('nsqjs/lib/lookupd')
 const nsqjsVersion = require('nsqjs/package.json').version
-
-const {
-  HOST,
-  startLookupd,
-  startFakeNsqd,
-  register,
-  startRecordingProxy,
-  recordHeaders,
-} = require('./harness')
 
 const TOPIC = 'interop_nsqjs'
 const CHANNEL = 'interop_ch'
@@ -56,22 +51,8 @@ test(`nsqjs ${nsqjsVersion} Reader discovers the producer, then loses it`, async
   t.after(() => reg.close())
   await reg.register(TOPIC, CHANNEL)
 
-  const reader = new nsq.Reader(TOPIC, CHANNEL, {
-    // Through the recording relay, so the request heads are kept.
-    lookupdHTTPAddresses: [proxy.address],
-    lookupdPollInterval: 1, // nsqjs's minimum (seconds)
-  })
-  t.after(() => reader.close())
-  const errors = []
-  reader.on(nsq.Reader.ERROR, (err) => errors.push(err)) // the fake hangs up
-  reader.on(nsq.Reader.MESSAGE, (msg) => msg.finish())
-  const connects = []
-  const realConnect = reader.connectToNSQD.bind(reader)
-  reader.connectToNSQD = (host, port) => {
-    connects.push([host, port])
-    return realConnect(host, port)
-  }
-  reader.connect()
+  // Through the recording relay, so the request heads are kept.
+  const {reader, connects} = startReader(t, TOPIC, CHANNEL, proxy.address)
 
   const magic = await fake.waitForConnection(DEADLINE_MS)
   assert.equal(magic.toString('latin1'), '  V2')

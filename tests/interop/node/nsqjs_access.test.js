@@ -21,15 +21,25 @@ const fs = require('node:fs')
 const https = require('node:https')
 const {test} = require('node:test')
 
+const {
+  HOST,
+  ALLOWED,
+  NOT_ALLOWED,
+  startScene,
+  refused,
+  handshakeFailures,
+  metrics,
+  pki,
+  tlsArgs,
+  waitUntil,
+  wrapNsqjsFetch,
+  startReader,
+} = require('./harness')
+
 // nsqjs's lookup swallows every failure into "no producers": record the
-// outcome of each lookup (a status, or the error) by wrapping the
-// node-fetch it loads.
-const fetchPath = require.resolve('node-fetch', {
-  paths: [require('node:path').dirname(require.resolve('nsqjs'))],
-})
-const realFetch = require(fetchPath)
+// outcome of each lookup (a status, or the error).
 const outcomes = []
-async function recordingFetch(...args) {
+wrapNsqjsFetch(async (realFetch, args) => {
   try {
     const response = await realFetch(...args)
     outcomes.push(response.status)
@@ -38,52 +48,41 @@ async function recordingFetch(...args) {
     outcomes.push(err)
     throw err
   }
-}
-Object.assign(recordingFetch, realFetch, {default: recordingFetch})
-require.cache[fetchPath].exports = recordingFetch
+})
 
-const nsq = require('nsqjs')
 const nsqjsVersion = require('nsqjs/package.json').version
-
-const {
-  HOST,
-  startScene,
-  refused,
-  handshakeFailures,
-  metrics,
-  pki,
-  tlsArgs,
-  waitUntil,
-} = require('./harness')
 
 const TOPIC = 'interop_nsqjs_access'
 const CHANNEL = 'interop_ch'
 const DEADLINE_MS = 15000
 
 const count = (pred) => outcomes.filter(pred).length
+const errors = () => count((o) => o instanceof Error)
 
-/** A connected Reader at `address`; `connects` gets every producer it dials. */
-function startReader(t, address) {
+/** neverConnects's condition: two lookups answered 401, and two read
+ * refusals for `reason` counted by the server. */
+const refusedTwice = (lookupd, reason) => async () =>
+  count((o) => o === 401) >= 2 && (await refused(lookupd, reason)) >= 2
+
+/** The same with failed handshakes, counted by the server for `reason`. */
+const handshakeFailedTwice = (lookupd, reason) => async () =>
+  errors() >= 2 && (await handshakeFailures(lookupd, reason)) >= 2
+
+/** The scene of `args` (see harness.startScene), closed after the test `t`. */
+async function sceneFor(t, args) {
+  const scene = await startScene(TOPIC, CHANNEL, args)
+  t.after(() => scene.close())
+  return scene
+}
+
+/** A Reader at `address`, its outcomes recorded afresh. */
+function watchedReader(t, address) {
   outcomes.length = 0
-  const reader = new nsq.Reader(TOPIC, CHANNEL, {
-    lookupdHTTPAddresses: [address],
-    lookupdPollInterval: 1, // nsqjs's minimum (seconds)
-  })
-  t.after(() => reader.close())
-  reader.on(nsq.Reader.ERROR, () => {}) // the fake nsqd hangs up
-  reader.on(nsq.Reader.MESSAGE, (msg) => msg.finish())
-  const connects = []
-  const realConnect = reader.connectToNSQD.bind(reader)
-  reader.connectToNSQD = (host, port) => {
-    connects.push([host, port])
-    return realConnect(host, port)
-  }
-  reader.connect()
-  return {reader, connects}
+  return startReader(t, TOPIC, CHANNEL, address)
 }
 
 async function discovers(t, scene, address) {
-  const {connects} = startReader(t, address)
+  const {connects} = watchedReader(t, address)
   const magic = await scene.fake.waitForConnection(DEADLINE_MS)
   assert.equal(magic.toString('latin1'), '  V2')
   assert.deepEqual(connects[0], [HOST, scene.fake.port])
@@ -92,39 +91,11 @@ async function discovers(t, scene, address) {
 /** The Reader is refused until `refusedEnough()` (two refused lookups, as
  * the server counted them) and never dials the fake nsqd. */
 async function neverConnects(t, scene, address, refusedEnough) {
-  const {connects} = startReader(t, address)
+  const {connects} = watchedReader(t, address)
   await waitUntil(refusedEnough, DEADLINE_MS, 'two refused nsqjs lookups')
   assert.deepEqual(connects, [])
   assert.deepEqual(scene.fake.magics, [])
 }
-
-test(`nsqjs ${nsqjsVersion} Reader inside --read-allow discovers the producer`, async (t) => {
-  const scene = await startScene(TOPIC, CHANNEL, [
-    '--read-allow=127.0.0.0/8',
-    '--auth-http-address={auth}',
-  ])
-  t.after(() => scene.close())
-  await discovers(t, scene, scene.lookupd.httpAddress)
-  assert.deepEqual(scene.auth.requests, []) // the allow-list never asks it
-})
-
-test(`nsqjs ${nsqjsVersion} Reader without a secret is refused`, async (t) => {
-  // An auth server, and an allow-list (TEST-NET-1) that does not cover
-  // 127.0.0.1: nsqjs has no secret to send, every lookup is a 401.
-  const scene = await startScene(TOPIC, CHANNEL, [
-    '--read-allow=192.0.2.0/24',
-    '--auth-http-address={auth}',
-  ])
-  t.after(() => scene.close())
-  await neverConnects(
-    t,
-    scene,
-    scene.lookupd.httpAddress,
-    async () =>
-      count((o) => o === 401) >= 2 && (await refused(scene.lookupd, 'no_credentials')) >= 2
-  )
-  assert.deepEqual(scene.auth.requests, [])
-})
 
 /** Sets https.globalAgent.options (the agent node-fetch, so nsqjs's lookup,
  * uses) for the rest of the test `t`; `files`: option -> PEM file. */
@@ -140,42 +111,39 @@ function globalAgentOptions(t, files) {
   })
 }
 
-const errors = () => count((o) => o instanceof Error)
+test(`nsqjs ${nsqjsVersion} Reader inside --read-allow discovers the producer`, async (t) => {
+  const scene = await sceneFor(t, ALLOWED)
+  await discovers(t, scene, scene.lookupd.httpAddress)
+  assert.deepEqual(scene.auth.requests, []) // the allow-list never asks it
+})
+
+test(`nsqjs ${nsqjsVersion} Reader without a secret is refused`, async (t) => {
+  // An auth server, and an allow-list (TEST-NET-1) that does not cover
+  // 127.0.0.1: nsqjs has no secret to send, every lookup is a 401.
+  const scene = await sceneFor(t, NOT_ALLOWED)
+  const lookupd = scene.lookupd
+  await neverConnects(t, scene, lookupd.httpAddress, refusedTwice(lookupd, 'no_credentials'))
+  assert.deepEqual(scene.auth.requests, [])
+})
 
 test(`nsqjs ${nsqjsVersion} Reader over https with the CA trusted discovers`, async (t) => {
   const certs = pki()
-  const scene = await startScene(TOPIC, CHANNEL, [
-    '--read-allow=127.0.0.0/8',
-    '--auth-http-address={auth}',
-    ...tlsArgs(certs),
-  ])
-  t.after(() => scene.close())
+  const scene = await sceneFor(t, [...ALLOWED, ...tlsArgs(certs)])
   globalAgentOptions(t, {ca: certs.ca})
   await discovers(t, scene, scene.lookupd.httpsURL)
 })
 
 test(`nsqjs ${nsqjsVersion} Reader over https without a secret is refused`, async (t) => {
   const certs = pki()
-  const scene = await startScene(TOPIC, CHANNEL, [
-    '--read-allow=192.0.2.0/24',
-    '--auth-http-address={auth}',
-    ...tlsArgs(certs),
-  ])
-  t.after(() => scene.close())
+  const scene = await sceneFor(t, [...NOT_ALLOWED, ...tlsArgs(certs)])
   globalAgentOptions(t, {ca: certs.ca})
-  await neverConnects(
-    t,
-    scene,
-    scene.lookupd.httpsURL,
-    async () =>
-      count((o) => o === 401) >= 2 && (await refused(scene.lookupd, 'no_credentials')) >= 2
-  )
+  const lookupd = scene.lookupd
+  await neverConnects(t, scene, lookupd.httpsURL, refusedTwice(lookupd, 'no_credentials'))
 })
 
 test(`nsqjs ${nsqjsVersion} Reader over https with an untrusted CA never connects`, async (t) => {
   const certs = pki()
-  const scene = await startScene(TOPIC, CHANNEL, tlsArgs(certs))
-  t.after(() => scene.close())
+  const scene = await sceneFor(t, tlsArgs(certs))
   globalAgentOptions(t, {ca: certs.otherCA})
   await neverConnects(t, scene, scene.lookupd.httpsURL, () => errors() >= 2)
   for (const err of outcomes) {
@@ -189,30 +157,19 @@ test(`nsqjs ${nsqjsVersion} Reader over https with an untrusted CA never connect
 
 test(`nsqjs ${nsqjsVersion} Reader presents a client certificate`, async (t) => {
   const certs = pki()
-  const scene = await startScene(TOPIC, CHANNEL, [
-    '--read-allow=127.0.0.0/8',
-    '--auth-http-address={auth}',
-    ...tlsArgs(certs, 'require-verify'),
-  ])
-  t.after(() => scene.close())
+  const scene = await sceneFor(t, [...ALLOWED, ...tlsArgs(certs, 'require-verify')])
   globalAgentOptions(t, {ca: certs.ca, cert: certs.client.cert, key: certs.client.key})
   await discovers(t, scene, scene.lookupd.httpsURL)
 })
 
 test(`nsqjs ${nsqjsVersion} Reader without a valid client certificate never connects`, async (t) => {
   const certs = pki()
-  const scene = await startScene(TOPIC, CHANNEL, tlsArgs(certs, 'require-verify'))
-  t.after(() => scene.close())
+  const scene = await sceneFor(t, tlsArgs(certs, 'require-verify'))
   const lookupd = scene.lookupd
   await t.test('no certificate', async (t) => {
     globalAgentOptions(t, {ca: certs.ca})
-    await neverConnects(
-      t,
-      scene,
-      lookupd.httpsURL,
-      async () =>
-        errors() >= 2 && (await handshakeFailures(lookupd, 'no_client_certificate')) >= 2
-    )
+    const refusedEnough = handshakeFailedTwice(lookupd, 'no_client_certificate')
+    await neverConnects(t, scene, lookupd.httpsURL, refusedEnough)
   })
   await t.test('a certificate of another CA', async (t) => {
     globalAgentOptions(t, {
@@ -220,13 +177,8 @@ test(`nsqjs ${nsqjsVersion} Reader without a valid client certificate never conn
       cert: certs.otherClient.cert,
       key: certs.otherClient.key,
     })
-    await neverConnects(
-      t,
-      scene,
-      lookupd.httpsURL,
-      async () =>
-        errors() >= 2 && (await handshakeFailures(lookupd, 'bad_client_certificate')) >= 2
-    )
+    const refusedEnough = handshakeFailedTwice(lookupd, 'bad_client_certificate')
+    await neverConnects(t, scene, lookupd.httpsURL, refusedEnough)
   })
 })
 
@@ -234,8 +186,7 @@ test(`nsqjs ${nsqjsVersion} Reader does not follow TLS_REQUIRED`, async (t) => {
   // The plain port answers 403 TLS_REQUIRED with the HTTPS port; NSQ's Go
   // HTTP client follows that, nsqjs does not.
   const certs = pki()
-  const scene = await startScene(TOPIC, CHANNEL, [...tlsArgs(certs), '--tls-required'])
-  t.after(() => scene.close())
+  const scene = await sceneFor(t, [...tlsArgs(certs), '--tls-required'])
   await neverConnects(
     t,
     scene,

@@ -13,6 +13,8 @@
   subprocess; `pki()`: the test certificates of ../pki.sh; `refused()`,
   `handshake_failures()`: the server's refusal counters from /metrics;
   `wait_until()`: a condition polled up to a deadline.
+- `Scene` (a context manager), `ALLOWED`, `NOT_ALLOWED`, `refused_twice()`,
+  `handshake_failed_twice()`: what the access tests of every client share.
 """
 
 import json
@@ -61,6 +63,7 @@ class Lookupd:
                 server_binary(),
                 f"--tcp-address={HOST}:0",
                 f"--http-address={HOST}:0",
+                *os.environ.get("NSQLOOKUPD_EXTRA_ARGS", "").split(),
                 *extra_args,
             ],
             stdin=subprocess.DEVNULL,
@@ -429,11 +432,31 @@ class AuthServer:
                 self.proc.wait(5)
 
 
+# The access tests' server flags: an auth server, and an allow-list that
+# covers the client (127.0.0.1), or not (TEST-NET-1).
+ALLOWED = ("--read-allow=127.0.0.0/8", "--auth-http-address={auth}")
+NOT_ALLOWED = ("--read-allow=192.0.2.0/24", "--auth-http-address={auth}")
+
+
+def refused_twice(lookupd, reason, kind):
+    """The condition a refused client is waited for with: at least two of
+    its lookups ended in `kind` (its Watched wrapper's `count(kind)`), and
+    the server counted at least two read refusals for `reason`."""
+    return lambda watched: watched.count(kind) >= 2 and refused(lookupd, reason) >= 2
+
+
+def handshake_failed_twice(lookupd, reason, kind=Exception):
+    """The same with the server's TLS handshake failures for `reason`."""
+    return (
+        lambda watched: watched.count(kind) >= 2 and handshake_failures(lookupd, reason) >= 2
+    )
+
+
 class Scene:
     """What an access test needs: an auth server answering `grants`, the
     server started with `args` (in which "{auth}" is the auth server's
     address), and a fake nsqd registered for `topic` and `channel`.
-    close() stops them all."""
+    close(), or the end of a `with` block, stops them all."""
 
     def __init__(self, topic, channel, *args, grants=None):
         self.auth = AuthServer(grants or {"granted": subscribe_grant(".*")})
@@ -451,3 +474,9 @@ class Scene:
         self.fake.close()
         self.lookupd.stop()
         self.auth.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

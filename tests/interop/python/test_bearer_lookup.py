@@ -77,7 +77,9 @@ def test_secrets_over_http(auth, producer):
         assert refused(lookupd, "forbidden") == 1
         assert refused(lookupd, "bad_credentials") == 1
         assert refused(lookupd, "no_credentials") == 1
-        # One query per secret, as nsqd asks; none without a secret.
+        # One query per secret, as nsqd asks; none without a secret (the
+        # log lines are read by a thread: wait for the three).
+        wait_until(lambda: len(auth.requests) >= 3, 5, "the three queries logged")
         assert [r["params"] for r in auth.requests] == [
             {"secret": s, "remote_ip": "127.0.0.1", "tls": "false", "common_name": ""}
             for s in ("granted", "other-topic", "refused")
@@ -105,7 +107,9 @@ def test_secret_and_client_certificate_over_https(auth, producer):
         assert status == 200
         assert [p["tcp_port"] for p in body["producers"]] == [producer.port]
         assert get(url, "other-topic", context) == (403, {"message": "FORBIDDEN"})
-        # The auth server hears of TLS and of the certificate's common name.
+        # The auth server hears of TLS and of the certificate's common name
+        # (its log line is read by a thread: wait for both).
+        wait_until(lambda: len(auth.requests) >= 2, 5, "both queries logged")
         assert [r["params"] for r in auth.requests] == [
             {"secret": s, "remote_ip": "127.0.0.1", "tls": "true", "common_name": "interop-client"}
             for s in ("granted", "other-topic")

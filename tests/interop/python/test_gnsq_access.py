@@ -21,12 +21,15 @@ import gnsq
 from gnsq.errors import NSQHttpError
 
 from harness import (
+    ALLOWED,
     DEADLINE,
     HOST,
+    NOT_ALLOWED,
     Scene,
+    handshake_failed_twice,
     handshake_failures,
     pki,
-    refused,
+    refused_twice,
     tls_args,
     wait_until,
 )
@@ -98,100 +101,63 @@ def never_connects(setup, address, refused_enough):
 
 
 def test_consumer_inside_read_allow_discovers():
-    setup = Scene(TOPIC, CHANNEL, "--read-allow=127.0.0.0/8", "--auth-http-address={auth}")
-    try:
+    with Scene(TOPIC, CHANNEL, *ALLOWED) as setup:
         discovers(setup, setup.lookupd.http_url)
         assert setup.auth.requests == []
-    finally:
-        setup.close()
 
 
 def test_consumer_without_secret_is_refused():
     # An auth server, and an allow-list (TEST-NET-1) that does not cover
     # 127.0.0.1: gnsq has no secret to send, every lookup is a 401.
-    setup = Scene(TOPIC, CHANNEL, "--read-allow=192.0.2.0/24", "--auth-http-address={auth}")
-    try:
+    with Scene(TOPIC, CHANNEL, *NOT_ALLOWED) as setup:
         lookupd = setup.lookupd
-        watched = never_connects(
-            setup,
-            lookupd.http_url,
-            lambda w: w.count(NSQHttpError) >= 2 and refused(lookupd, "no_credentials") >= 2,
-        )
+        refused_enough = refused_twice(lookupd, "no_credentials", NSQHttpError)
+        watched = never_connects(setup, lookupd.http_url, refused_enough)
         assert all(str(e) == "http error <401>" for e in watched.outcomes)
         # gnsq's own client gets the same answer.
         client = gnsq.LookupdClient.from_url(lookupd.http_url)
         with pytest.raises(NSQHttpError, match=r"^http error <401>$"):
             client.lookup(TOPIC)
         assert setup.auth.requests == []
-    finally:
-        setup.close()
 
 
 def test_consumer_over_https_with_the_ca_trusted_discovers(monkeypatch):
     certs = pki()
     monkeypatch.setenv("SSL_CERT_FILE", certs.ca)
-    setup = Scene(
-        TOPIC, CHANNEL, "--read-allow=127.0.0.0/8", "--auth-http-address={auth}", *tls_args(certs)
-    )
-    try:
+    with Scene(TOPIC, CHANNEL, *ALLOWED, *tls_args(certs)) as setup:
         discovers(setup, setup.lookupd.https_url)
-    finally:
-        setup.close()
 
 
 def test_consumer_over_https_without_secret_is_refused(monkeypatch):
     certs = pki()
     monkeypatch.setenv("SSL_CERT_FILE", certs.ca)
-    setup = Scene(
-        TOPIC, CHANNEL, "--read-allow=192.0.2.0/24", "--auth-http-address={auth}", *tls_args(certs)
-    )
-    try:
+    with Scene(TOPIC, CHANNEL, *NOT_ALLOWED, *tls_args(certs)) as setup:
         lookupd = setup.lookupd
-        never_connects(
-            setup,
-            lookupd.https_url,
-            lambda w: w.count(NSQHttpError) >= 2 and refused(lookupd, "no_credentials") >= 2,
-        )
-    finally:
-        setup.close()
+        refused_enough = refused_twice(lookupd, "no_credentials", NSQHttpError)
+        never_connects(setup, lookupd.https_url, refused_enough)
 
 
 def test_consumer_over_https_with_an_untrusted_ca_never_connects(monkeypatch):
     certs = pki()
     monkeypatch.setenv("SSL_CERT_FILE", certs.other_ca)
-    setup = Scene(TOPIC, CHANNEL, *tls_args(certs))
-    try:
+    with Scene(TOPIC, CHANNEL, *tls_args(certs)) as setup:
         lookupd = setup.lookupd
         # urllib3 (ssl) refuses the server's certificate with an alert,
         # which the server counts.
         watched = never_connects(
-            setup,
-            lookupd.https_url,
-            lambda w: w.count(Exception) >= 2 and handshake_failures(lookupd, "alert") >= 2,
+            setup, lookupd.https_url, handshake_failed_twice(lookupd, "alert")
         )
         assert all("CERTIFICATE_VERIFY_FAILED" in str(e) for e in watched.outcomes)
-    finally:
-        setup.close()
 
 
 def test_client_certificates_lookupd_client_yes_consumer_no(monkeypatch):
     certs = pki()
     monkeypatch.setenv("SSL_CERT_FILE", certs.ca)
-    setup = Scene(
-        TOPIC,
-        CHANNEL,
-        "--read-allow=127.0.0.0/8",
-        "--auth-http-address={auth}",
-        *tls_args(certs, "require-verify"),
-    )
-    try:
+    with Scene(TOPIC, CHANNEL, *ALLOWED, *tls_args(certs, "require-verify")) as setup:
         lookupd = setup.lookupd
         # The Consumer cannot be given a certificate: every handshake fails.
         never_connects(
-            setup,
-            lookupd.https_url,
-            lambda w: w.count(Exception) >= 2
-            and handshake_failures(lookupd, "no_client_certificate") >= 2,
+            setup, lookupd.https_url, handshake_failed_twice(lookupd, "no_client_certificate")
         )
         # A LookupdClient made with urllib3's options presents one.
         client = gnsq.LookupdClient.from_url(
@@ -219,19 +185,14 @@ def test_client_certificates_lookupd_client_yes_consumer_no(monkeypatch):
             5,
             "the stranger's handshake counted",
         )
-    finally:
-        setup.close()
 
 
 def test_consumer_does_not_follow_tls_required():
     # The plain port answers 403 TLS_REQUIRED with the HTTPS port; NSQ's Go
     # HTTP client follows that, gnsq does not.
     certs = pki()
-    setup = Scene(TOPIC, CHANNEL, *tls_args(certs), "--tls-required")
-    try:
+    with Scene(TOPIC, CHANNEL, *tls_args(certs), "--tls-required") as setup:
         watched = never_connects(
             setup, setup.lookupd.http_url, lambda w: w.count(NSQHttpError) >= 2
         )
         assert all(str(e) == "http error <403>" for e in watched.outcomes)
-    finally:
-        setup.close()

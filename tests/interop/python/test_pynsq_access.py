@@ -21,12 +21,15 @@ import nsq
 from tornado.httpclient import AsyncHTTPClient
 
 from harness import (
+    ALLOWED,
     DEADLINE,
     HOST,
+    NOT_ALLOWED,
     Scene,
+    handshake_failed_twice,
     handshake_failures,
     pki,
-    refused,
+    refused_twice,
     tls_args,
 )
 
@@ -88,6 +91,27 @@ async def until(cond, timeout, what):
         await asyncio.sleep(0.05)
 
 
+@contextlib.contextmanager
+def tornado_defaults(**defaults):
+    """Request defaults for the AsyncHTTPClient of every IOLoop made inside
+    (each asyncio.run is a new loop, so the Reader gets a new client)."""
+    AsyncHTTPClient.configure(None, defaults=defaults)
+    try:
+        yield
+    finally:
+        AsyncHTTPClient.configure(None)
+
+
+def run(scenario, **tornado):
+    """Runs the coroutine `scenario` in a new event loop, under tornado
+    request defaults `tornado` (ca_certs, client_cert, client_key) when
+    there are any."""
+    if not tornado:
+        return asyncio.run(scenario)
+    with tornado_defaults(**tornado):
+        return asyncio.run(scenario)
+
+
 async def discovers(setup, address):
     """The Reader at `address` reaches the fake nsqd with "  V2"."""
     watched = WatchedReader(address)
@@ -116,149 +140,71 @@ async def never_connects(setup, address, refused_enough):
 
 def test_reader_inside_read_allow_discovers():
     # The allow-list lets it in: the auth server is never asked.
-    setup = Scene(TOPIC, CHANNEL, "--read-allow=127.0.0.0/8", "--auth-http-address={auth}")
-    try:
-        asyncio.run(discovers(setup, setup.lookupd.http_url))
+    with Scene(TOPIC, CHANNEL, *ALLOWED) as setup:
+        run(discovers(setup, setup.lookupd.http_url))
         assert setup.auth.requests == []
-    finally:
-        setup.close()
 
 
 def test_reader_without_secret_is_refused():
     # An auth server, and an allow-list (TEST-NET-1) that does not cover
     # 127.0.0.1: pynsq has no secret to send, every lookup is a 401.
-    setup = Scene(TOPIC, CHANNEL, "--read-allow=192.0.2.0/24", "--auth-http-address={auth}")
-    try:
+    with Scene(TOPIC, CHANNEL, *NOT_ALLOWED) as setup:
         lookupd = setup.lookupd
-        asyncio.run(
-            never_connects(
-                setup,
-                lookupd.http_url,
-                lambda w: w.count(401) >= 2 and refused(lookupd, "no_credentials") >= 2,
-            )
-        )
+        refused_enough = refused_twice(lookupd, "no_credentials", 401)
+        run(never_connects(setup, lookupd.http_url, refused_enough))
         assert setup.auth.requests == []
-    finally:
-        setup.close()
-
-
-@contextlib.contextmanager
-def tornado_defaults(**defaults):
-    """Request defaults for the AsyncHTTPClient of every IOLoop made inside
-    (each asyncio.run is a new loop, so the Reader gets a new client)."""
-    AsyncHTTPClient.configure(None, defaults=defaults)
-    try:
-        yield
-    finally:
-        AsyncHTTPClient.configure(None)
 
 
 def test_reader_over_https_with_the_ca_trusted_discovers():
     certs = pki()
-    setup = Scene(
-        TOPIC, CHANNEL, "--read-allow=127.0.0.0/8", "--auth-http-address={auth}", *tls_args(certs)
-    )
-    try:
-        with tornado_defaults(ca_certs=certs.ca):
-            asyncio.run(discovers(setup, setup.lookupd.https_url))
-    finally:
-        setup.close()
+    with Scene(TOPIC, CHANNEL, *ALLOWED, *tls_args(certs)) as setup:
+        run(discovers(setup, setup.lookupd.https_url), ca_certs=certs.ca)
 
 
 def test_reader_over_https_without_secret_is_refused():
     certs = pki()
-    setup = Scene(
-        TOPIC, CHANNEL, "--read-allow=192.0.2.0/24", "--auth-http-address={auth}", *tls_args(certs)
-    )
-    try:
+    with Scene(TOPIC, CHANNEL, *NOT_ALLOWED, *tls_args(certs)) as setup:
         lookupd = setup.lookupd
-        with tornado_defaults(ca_certs=certs.ca):
-            asyncio.run(
-                never_connects(
-                    setup,
-                    lookupd.https_url,
-                    lambda w: w.count(401) >= 2 and refused(lookupd, "no_credentials") >= 2,
-                )
-            )
-    finally:
-        setup.close()
+        refused_enough = refused_twice(lookupd, "no_credentials", 401)
+        run(never_connects(setup, lookupd.https_url, refused_enough), ca_certs=certs.ca)
 
 
 def test_reader_over_https_with_an_untrusted_ca_never_connects():
     certs = pki()
-    setup = Scene(TOPIC, CHANNEL, *tls_args(certs))
-    try:
+    with Scene(TOPIC, CHANNEL, *tls_args(certs)) as setup:
         lookupd = setup.lookupd
-        with tornado_defaults(ca_certs=certs.other_ca):
-            # Python's ssl refuses the server's certificate and says so with
-            # an alert, which the server counts.
-            asyncio.run(
-                never_connects(
-                    setup,
-                    lookupd.https_url,
-                    lambda w: w.count(ssl.SSLCertVerificationError) >= 2
-                    and handshake_failures(lookupd, "alert") >= 2,
-                )
-            )
-    finally:
-        setup.close()
+        # Python's ssl refuses the server's certificate and says so with
+        # an alert, which the server counts.
+        refused_enough = handshake_failed_twice(lookupd, "alert", ssl.SSLCertVerificationError)
+        run(never_connects(setup, lookupd.https_url, refused_enough), ca_certs=certs.other_ca)
 
 
 def test_reader_presents_a_client_certificate():
     certs = pki()
-    setup = Scene(
-        TOPIC,
-        CHANNEL,
-        "--read-allow=127.0.0.0/8",
-        "--auth-http-address={auth}",
-        *tls_args(certs, "require-verify"),
-    )
-    try:
+    with Scene(TOPIC, CHANNEL, *ALLOWED, *tls_args(certs, "require-verify")) as setup:
         lookupd = setup.lookupd
         client = dict(client_cert=certs.client.cert, client_key=certs.client.key)
-        with tornado_defaults(ca_certs=certs.ca, **client):
-            asyncio.run(discovers(setup, lookupd.https_url))
+        run(discovers(setup, lookupd.https_url), ca_certs=certs.ca, **client)
         assert handshake_failures(lookupd, "no_client_certificate") == 0
-    finally:
-        setup.close()
 
 
 def test_reader_without_a_valid_client_certificate_never_connects():
     certs = pki()
-    setup = Scene(TOPIC, CHANNEL, *tls_args(certs, "require-verify"))
-    try:
+    other = certs.other_client
+    with Scene(TOPIC, CHANNEL, *tls_args(certs, "require-verify")) as setup:
         lookupd = setup.lookupd
-        with tornado_defaults(ca_certs=certs.ca):
-            asyncio.run(
-                never_connects(
-                    setup,
-                    lookupd.https_url,
-                    lambda w: w.count(Exception) >= 2
-                    and handshake_failures(lookupd, "no_client_certificate") >= 2,
-                )
-            )
-        other = dict(client_cert=certs.other_client.cert, client_key=certs.other_client.key)
-        with tornado_defaults(ca_certs=certs.ca, **other):
-            asyncio.run(
-                never_connects(
-                    setup,
-                    lookupd.https_url,
-                    lambda w: w.count(Exception) >= 2
-                    and handshake_failures(lookupd, "bad_client_certificate") >= 2,
-                )
-            )
-    finally:
-        setup.close()
+        for client, reason in [
+            ({}, "no_client_certificate"),
+            (dict(client_cert=other.cert, client_key=other.key), "bad_client_certificate"),
+        ]:
+            refused_enough = handshake_failed_twice(lookupd, reason)
+            scenario = never_connects(setup, lookupd.https_url, refused_enough)
+            run(scenario, ca_certs=certs.ca, **client)
 
 
 def test_reader_does_not_follow_tls_required():
     # The plain port answers 403 TLS_REQUIRED with the HTTPS port; NSQ's Go
     # HTTP client follows that, pynsq does not.
     certs = pki()
-    setup = Scene(TOPIC, CHANNEL, *tls_args(certs), "--tls-required")
-    try:
-        asyncio.run(
-            never_connects(setup, setup.lookupd.http_url, lambda w: w.count(403) >= 2)
-        )
-    finally:
-        setup.close()
+    with Scene(TOPIC, CHANNEL, *tls_args(certs), "--tls-required") as setup:
+        run(never_connects(setup, setup.lookupd.http_url, lambda w: w.count(403) >= 2))

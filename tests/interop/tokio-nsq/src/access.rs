@@ -231,13 +231,9 @@ pub fn logged(needle: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{fake_nsqd, Lookupd, Registration};
-    use std::collections::HashSet;
+    use crate::{fake_nsqd, first_magic, Lookupd, Registration};
     use tokio::sync::mpsc;
-    use tokio_nsq::{
-        NSQChannel, NSQConsumer, NSQConsumerConfig, NSQConsumerConfigSources,
-        NSQConsumerLookupConfig, NSQTopic,
-    };
+    use tokio_nsq::NSQConsumer;
 
     const TOPIC: &str = "interop_tokio_nsq_access";
     const CHANNEL: &str = "interop_ch";
@@ -262,10 +258,7 @@ mod tests {
         let lookupd = Lookupd::start_with(&args);
         let (fake_port, magics) = fake_nsqd().await;
         let mut reg = Registration::connect(&lookupd, fake_port, 4151).await;
-        assert_eq!(
-            reg.command(&format!("REGISTER {TOPIC} {CHANNEL}")).await,
-            "OK"
-        );
+        reg.register(TOPIC, CHANNEL).await;
         Scene {
             auth,
             lookupd,
@@ -287,28 +280,14 @@ mod tests {
     }
 
     fn consumer(address: String) -> NSQConsumer {
-        NSQConsumerConfig::new(
-            NSQTopic::new(TOPIC).unwrap(),
-            NSQChannel::new(CHANNEL).unwrap(),
-        )
-        .set_max_in_flight(1)
-        .set_sources(NSQConsumerConfigSources::Lookup(
-            NSQConsumerLookupConfig::new()
-                .set_poll_interval(Duration::from_millis(200))
-                .set_addresses(HashSet::from([address])),
-        ))
-        .build()
+        crate::consumer(TOPIC, CHANNEL, address)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn consumer_inside_read_allow_discovers() {
         let mut s = scene(&["--read-allow=127.0.0.0/8", "--auth-http-address={auth}"]).await;
         let consumer = consumer(format!("http://{}", s.lookupd.http));
-        let magic = tokio::time::timeout(DEADLINE, s.magics.recv())
-            .await
-            .expect("tokio-nsq did not reach the fake nsqd in time")
-            .unwrap();
-        assert_eq!(magic, b"  V2");
+        assert_eq!(first_magic(&mut s.magics, DEADLINE).await, b"  V2");
         drop(consumer);
         // The allow-list lets it in: the auth server is never asked.
         assert!(s.auth.requests().is_empty());

@@ -1,12 +1,13 @@
 //! Harness for the tokio-nsq interop test (same roles as
 //! `../python/harness.py`): the server on 127.0.0.1:0 ports, a fake nsqd
-//! listener, an nsqd-style TCP registration, and a recording relay in front
-//! of the server's HTTP port. The test itself is at the bottom of this file;
-//! the access-control ones (auth server, allow-lists, HTTPS) are in
-//! `access.rs`.
+//! listener, an nsqd-style TCP registration, a recording relay in front of
+//! the server's HTTP port, and the consumer under test. The test itself is
+//! at the bottom of this file; the access-control ones (auth server,
+//! allow-lists, HTTPS) are in `access.rs`.
 
 pub mod access;
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_nsq::{
+    NSQChannel, NSQConsumer, NSQConsumerConfig, NSQConsumerConfigSources, NSQConsumerLookupConfig,
+    NSQTopic,
+};
 
 pub const HOST: &str = "127.0.0.1";
 
@@ -27,6 +32,18 @@ pub(crate) fn root() -> PathBuf {
 /// `NSQLOOKUPD_BIN`, else the main package's debug build. (This crate is
 /// built with its own CARGO_TARGET_DIR, so that variable says nothing about
 /// where the server is.)
+/// `NSQLOOKUPD_EXTRA_ARGS` (space separated), given to every server before
+/// the test's own flags: run.sh replays the suite with
+/// `--http-compression-min-size=1`, so that every answer goes compressed
+/// to the clients that accept gzip.
+fn extra_server_args() -> Vec<String> {
+    std::env::var("NSQLOOKUPD_EXTRA_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 fn server_binary() -> PathBuf {
     match std::env::var_os("NSQLOOKUPD_BIN") {
         Some(path) => PathBuf::from(path),
@@ -54,6 +71,7 @@ impl Lookupd {
         let mut child = Command::new(server_binary())
             .arg(format!("--tcp-address={HOST}:0"))
             .arg(format!("--http-address={HOST}:0"))
+            .args(extra_server_args())
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -127,6 +145,18 @@ pub async fn fake_nsqd() -> (u16, mpsc::UnboundedReceiver<Vec<u8>>) {
     (port, rx)
 }
 
+/// The first 4 bytes a client sent the fake nsqd of [`fake_nsqd`], within
+/// `deadline`.
+pub async fn first_magic(
+    magics: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    deadline: Duration,
+) -> Vec<u8> {
+    tokio::time::timeout(deadline, magics.recv())
+        .await
+        .expect("tokio-nsq did not reach the fake nsqd in time")
+        .unwrap()
+}
+
 /// One nsqd's TCP connection to the server.
 pub struct Registration {
     sock: TcpStream,
@@ -173,6 +203,31 @@ impl Registration {
             .unwrap();
         String::from_utf8(self.frame().await).unwrap()
     }
+
+    /// `REGISTER topic channel`, answered `OK`.
+    pub async fn register(&mut self, topic: &str, channel: &str) {
+        assert_eq!(
+            self.command(&format!("REGISTER {topic} {channel}")).await,
+            "OK"
+        );
+    }
+}
+
+/// A tokio-nsq consumer of `topic`/`channel` that looks its producers up
+/// at `address` every 200 ms. tokio-nsq builds its lookup URL as address +
+/// "/lookup?topic=", so the address is a URL without a trailing slash.
+pub fn consumer(topic: &str, channel: &str, address: String) -> NSQConsumer {
+    NSQConsumerConfig::new(
+        NSQTopic::new(topic).unwrap(),
+        NSQChannel::new(channel).unwrap(),
+    )
+    .set_max_in_flight(1)
+    .set_sources(NSQConsumerConfigSources::Lookup(
+        NSQConsumerLookupConfig::new()
+            .set_poll_interval(Duration::from_millis(200))
+            .set_addresses(HashSet::from([address])),
+    ))
+    .build()
 }
 
 /// What one client connection sent through the relay.
@@ -268,10 +323,6 @@ pub async fn lookup(http: SocketAddr, topic: &str) -> (u16, serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
-    use tokio_nsq::{
-        NSQChannel, NSQConsumerConfig, NSQConsumerConfigSources, NSQConsumerLookupConfig, NSQTopic,
-    };
 
     const TOPIC: &str = "interop_tokio_nsq";
     const CHANNEL: &str = "interop_ch";
@@ -283,31 +334,12 @@ mod tests {
         let (fake_port, mut magics) = fake_nsqd().await;
         let proxy = RecordingProxy::start(lookupd.http).await;
         let mut reg = Registration::connect(&lookupd, fake_port, 4151).await;
-        assert_eq!(
-            reg.command(&format!("REGISTER {TOPIC} {CHANNEL}")).await,
-            "OK"
-        );
+        reg.register(TOPIC, CHANNEL).await;
 
-        // tokio-nsq builds its lookup URL as address + "/lookup?topic=", so
-        // the address is a URL without a trailing slash. It goes through the
-        // recording relay, so the request head is kept.
-        let consumer = NSQConsumerConfig::new(
-            NSQTopic::new(TOPIC).unwrap(),
-            NSQChannel::new(CHANNEL).unwrap(),
-        )
-        .set_max_in_flight(1)
-        .set_sources(NSQConsumerConfigSources::Lookup(
-            NSQConsumerLookupConfig::new()
-                .set_poll_interval(Duration::from_millis(200))
-                .set_addresses(HashSet::from([format!("http://{}", proxy.addr)])),
-        ))
-        .build();
+        // Through the recording relay, so the request head is kept.
+        let consumer = consumer(TOPIC, CHANNEL, format!("http://{}", proxy.addr));
 
-        let magic = tokio::time::timeout(DEADLINE, magics.recv())
-            .await
-            .expect("tokio-nsq did not reach the fake nsqd in time")
-            .unwrap();
-        assert_eq!(magic, b"  V2");
+        assert_eq!(first_magic(&mut magics, DEADLINE).await, b"  V2");
 
         let heads: Vec<String> = proxy
             .request_heads()
