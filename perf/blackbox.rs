@@ -24,11 +24,17 @@ struct Running {
 }
 
 async fn start_server() -> Running {
-    let args = [
+    start_server_with(&[]).await
+}
+
+/// The server, with `extra` options after the ephemeral addresses.
+async fn start_server_with(extra: &[&str]) -> Running {
+    let mut args = vec![
         "nsqlookupd",
         "--tcp-address=127.0.0.1:0",
         "--http-address=127.0.0.1:0",
     ];
+    args.extend_from_slice(extra);
     let Ok(Parsed::Run { options, .. }) = config::parse_args(args) else {
         panic!("the server's command line was refused");
     };
@@ -315,6 +321,53 @@ async fn consumers_check_the_distinct_ceilings_gzip_answers() {
     let e = &r.lookups.as_ref().unwrap().encoding;
     assert!(!e.accept_gzip && e.answers_gzip == 0 && e.answers_plain > 50);
     assert_eq!(e.wire_body_bytes_mean, e.content_body_bytes_mean);
+}
+
+/// `run --accept-gzip` against the real server told to compress every
+/// answer (`--http-compression-min-size=1`; by default small's 1 KB answers
+/// stay plain): the sampled answers under load and the topics at rest are
+/// inflated and found right, and every answer is counted as compressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_inflates_and_checks_the_servers_gzip_answers() {
+    let srv = start_server_with(&["--http-compression-min-size=1"]).await;
+    let (tcp, http) = (srv.tcp.to_string(), srv.http.to_string());
+    let r = run_report(&[
+        "--tcp-address",
+        &tcp,
+        "--http-address",
+        &http,
+        "--accept-gzip",
+        "--duration",
+        "1s",
+        "--workers",
+        "2",
+        "--check-sample",
+        "1",
+        "--channels-pct",
+        "10",
+    ])
+    .await;
+    assert!(r.passed, "{}", r.table());
+    assert_eq!((r.checks.final_checked, r.checks.final_failed), (20, 0));
+    let l = r.lookups.as_ref().expect("lookups");
+    assert_eq!(l.errors.total(), 0, "{}", r.table());
+    assert!(r.checks.sampled > 20 && r.checks.sampled == l.requests_ok);
+    let e = &l.encoding;
+    // /lookup and /channels alike.
+    assert_eq!(
+        (e.answers_gzip, e.answers_plain),
+        (l.requests_ok, 0),
+        "{}",
+        r.table()
+    );
+    assert_eq!(e.by_kind.len(), 2);
+    let (wire, content) = (
+        e.wire_body_bytes_mean.unwrap(),
+        e.content_body_bytes_mean.unwrap(),
+    );
+    assert!(wire * 2.0 < content, "{wire} vs {content}");
+    assert_eq!(l.mean_body_bytes, Some(content as usize));
+    srv.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

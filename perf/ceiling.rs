@@ -19,7 +19,8 @@
 //!
 //! Each body is a real `/lookup` answer of the workload (its topic's
 //! producers, with their IDENTIFY fields, and the channels; remote
-//! addresses `127.0.0.1:PORT` with a port drawn per producer and body), so
+//! addresses `127.0.0.1:PORT`, ports 2 apart as the kernel gives a fleet
+//! that connects in order, from a start drawn per body), so
 //! that it compresses as the server's answers do, and a consumer that
 //! checks it finds it right. `--ceiling-body-size` makes every body exactly
 //! that size instead (producers added or left out, the rest padded). Every
@@ -136,11 +137,13 @@ impl AnswersSummary {
     }
 }
 
-/// The remote address of `node` in body `index`: a port of 5 digits drawn
-/// per producer and body (the server lists the port of each nsqd's
-/// connection, so every answer's are different ones).
+/// The remote port of `node` in body `index`, 5 digits. The server lists
+/// the port of each nsqd's connection, and the kernel hands a fleet that
+/// connects in order ports 2 apart; so do these, from a start drawn per
+/// body, so that bodies whose topics have the same producers still differ.
 fn remote_port(node: usize, index: usize) -> u64 {
-    10_000 + Rng::new(((node as u64) << 32) ^ index as u64).next_u64() % 55_536
+    let start = Rng::new(index as u64).next_u64() % 55_536;
+    10_000 + (start + 2 * node as u64) % 55_536
 }
 
 /// One producer of a `/lookup` answer, in the server's field order.
