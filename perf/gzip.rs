@@ -191,67 +191,8 @@ pub fn compress(data: &[u8], level: u32) -> Vec<u8> {
 /// `identity` is ranked strictly above it; a malformed q-value makes the
 /// whole header mean "plain".
 pub fn accepts_gzip<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
-    let (mut gzip, mut identity, mut any) = (None::<u16>, None::<u16>, None::<u16>);
-    for entry in values.flat_map(|v| v.split(|&b| b == b',')).take(64) {
-        let mut parts = entry.split(|&b| b == b';');
-        let coding = trim(parts.next().unwrap_or_default());
-        if coding.is_empty() {
-            continue;
-        }
-        let mut q = 1000;
-        for param in parts {
-            let param = trim(param);
-            if let Some(v) = param
-                .strip_prefix(b"q=")
-                .or_else(|| param.strip_prefix(b"Q="))
-            {
-                match qvalue(trim(v)) {
-                    Some(v) => q = v,
-                    None => return false,
-                }
-            }
-        }
-        let slot = if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip")
-        {
-            &mut gzip
-        } else if coding.eq_ignore_ascii_case(b"identity") {
-            &mut identity
-        } else if coding == b"*" {
-            &mut any
-        } else {
-            continue;
-        };
-        *slot = Some(slot.map_or(q, |old| old.max(q)));
-    }
-    match gzip.or(any) {
-        Some(g) if g > 0 => !matches!(identity.or(any), Some(i) if i > g),
-        _ => false,
-    }
-}
-
-/// A q-value in thousandths (`0`, `0.5`, `1.000`), `None` if malformed.
-fn qvalue(s: &[u8]) -> Option<u16> {
-    match s {
-        [b'0'] => Some(0),
-        [b'1'] => Some(1000),
-        [b'0', b'.', rest @ ..] if rest.len() <= 3 && rest.iter().all(u8::is_ascii_digit) => {
-            Some((0..3).fold(0u16, |v, i| {
-                v * 10 + rest.get(i).map_or(0, |d| u16::from(d - b'0'))
-            }))
-        }
-        [b'1', b'.', rest @ ..] if rest.len() <= 3 && rest.iter().all(|&d| d == b'0') => Some(1000),
-        _ => None,
-    }
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
+    // The server's own negotiation: the ceiling must choose as it does.
+    nsqlookupd::http::encoding::negotiate(values) == nsqlookupd::registry::Encoding::Gzip
 }
 
 #[cfg(test)]
