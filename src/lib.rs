@@ -3,12 +3,14 @@
 //!
 //! Map of the crate:
 //! - [`registry`]: the registration database (who carries which topic and
-//!   channel); shared state, no I/O.
+//!   channel) and its rendered answers, plain and gzip-compressed; shared
+//!   state, no I/O.
 //! - [`tcp`]: the nsqd-facing protocol: [`tcp::codec`] frames bytes into
 //!   commands, [`tcp::session`] applies one connection's commands to the
 //!   registry, [`tcp::listener`] accepts connections.
 //! - [`http`]: the consumer and admin API on hyper, over plain HTTP and
-//!   HTTPS; handlers only read registry snapshots (or call its admin writes).
+//!   HTTPS; handlers only read registry snapshots (or call its admin
+//!   writes); [`http::encoding`] negotiates gzip answers.
 //! - [`tls`]: HTTPS's rustls configuration (`--tls-*`), its reload on
 //!   SIGHUP and the handshake; knows nothing of HTTP.
 //! - [`cluster`]: cluster mode (`--etcd-endpoints`): publishes this

@@ -20,7 +20,8 @@
 //! - Rendered answers (`cache`): each topic's `/lookup` body, and the
 //!   `/topics` and `/nodes` bodies, tagged with `changes`, a counter every
 //!   writer bumps, so that an answer is rendered once per change, not once
-//!   per request.
+//!   per request; each kept plain, gzip-compressed (`gzip`: for clients that
+//!   accept it), or both, as readers ask.
 //!
 //! - An optional [`Observer`] hears of every write (see `observer.rs`):
 //!   the cluster replicator follows this replica's own writes through it.
