@@ -24,8 +24,12 @@ use crate::stats::{
     TLS_HANDSHAKE_FAILURES, TlsStats,
 };
 
-/// The git commit the binary was built from.
+/// The git commit the binary was built from (full hash, or "unknown").
 pub const GIT_COMMIT: &str = env!("NSQLOOKUPD_GIT_COMMIT");
+
+/// Whether the work tree differed from that commit: "true", "false", or
+/// "unknown" (see build.rs).
+pub const GIT_DIRTY: &str = env!("NSQLOOKUPD_GIT_DIRTY");
 
 /// Process start, Unix seconds (taken on first use, which is at server start).
 fn start_time() -> f64 {
@@ -82,6 +86,7 @@ impl Collector for Exporter {
             ("version", crate::NSQ_VERSION),
             ("crate_version", env!("CARGO_PKG_VERSION")),
             ("git_commit", GIT_COMMIT),
+            ("git_dirty", GIT_DIRTY),
         ])?;
         let start = ConstGauge::new(start_time());
         start.encode(e.encode_descriptor(

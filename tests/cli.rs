@@ -240,6 +240,49 @@ fn version_prints_one_line_and_exits_0() {
     }
 }
 
+/// `--version` names the exact commit the binary was built from (when
+/// built in a git checkout) and says `-dirty` when the tree differed, and
+/// `/metrics`' build info says the same.
+#[test]
+fn version_names_the_commit_and_whether_the_tree_was_dirty() {
+    let exit = run_to_exit(["--version"], EXIT_DEADLINE);
+    let line = exit.stdout.trim();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let Some(head) = head else {
+        assert!(line.contains("commit unknown"), "{line}");
+        return;
+    };
+    assert_eq!(head.len(), 40);
+    let clean = format!("commit {head}, ");
+    let dirty = format!("commit {head}-dirty, ");
+    assert!(
+        line.contains(&clean) || line.contains(&dirty),
+        "{line} (HEAD {head})"
+    );
+    let server = Server::start();
+    let metrics = common::http_get(server.http_addr(), "/metrics").text();
+    let info = metrics
+        .lines()
+        .find(|l| l.starts_with("nsqlookupd_build_info{"))
+        .expect("build info");
+    assert!(info.contains(&format!("git_commit=\"{head}\"")), "{info}");
+    let flag = if line.contains(&dirty) {
+        "true"
+    } else {
+        "false"
+    };
+    assert!(
+        info.contains(&format!("git_dirty=\"{flag}\"")),
+        "{info} vs {line}"
+    );
+}
+
 #[test]
 fn help_lists_every_flag_with_its_default_and_the_groups() {
     let exit = run_to_exit(["--help"], EXIT_DEADLINE);

@@ -431,11 +431,20 @@ impl std::fmt::Display for ConfigError {
 }
 
 /// The `--version` line.
+/// `--version`: the NSQ release spoken (what clients compare), then this
+/// build: crate version, the exact commit, and `-dirty` when the work tree
+/// differed from it.
 pub fn version_string() -> String {
+    let dirty = match crate::metrics::GIT_DIRTY {
+        "true" => "-dirty",
+        "false" => "",
+        _ => " (dirty: unknown)",
+    };
     format!(
-        "nsqlookupd v{} (nsqlookupd-rs {}, built w/ rustc)",
+        "nsqlookupd v{} (nsqlookupd-rs {}, commit {}{dirty}, built w/ rustc)",
         crate::NSQ_VERSION,
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        crate::metrics::GIT_COMMIT,
     )
 }
 
