@@ -96,7 +96,13 @@ impl AccessOptions {
     }
 
     fn admin_closed(&self) -> bool {
-        self.admin_allow.is_some() || self.admin_token.is_some() || !self.admin_cn.is_empty()
+        self.admin_allow.is_some() || self.admin_credentials()
+    }
+
+    /// Whether admin rights can be proven by credentials (a token or a
+    /// certificate), not only by address: refusals then say 401, not 403.
+    fn admin_credentials(&self) -> bool {
+        self.admin_token.is_some() || !self.admin_cn.is_empty()
     }
 }
 
@@ -310,7 +316,7 @@ impl Access {
     }
 
     /// Admin rights: the admin allow-list, a verified common name of
-    /// `--admin-cn`, or the admin token. `None` when none of them applies.
+    /// `--admin-cn`, or the admin token.
     fn admin_rights(&self, facts: &Facts<'_>) -> bool {
         let o = &self.options;
         o.admin_allow.as_ref().is_some_and(|l| l.allows(facts.peer))
@@ -338,8 +344,7 @@ impl Access {
         if !o.admin_closed() || self.admin_rights(facts) {
             return Verdict::Full;
         }
-        let takes_credentials = o.admin_token.is_some() || !o.admin_cn.is_empty();
-        Verdict::Refused(Self::refusal(takes_credentials, facts))
+        Verdict::Refused(Self::refusal(o.admin_credentials(), facts))
     }
 
     fn metrics(&self, facts: &Facts<'_>) -> Verdict {
@@ -348,10 +353,7 @@ impl Access {
             None => Verdict::Full,
             Some(l) if l.allows(facts.peer) => Verdict::Full,
             Some(_) if self.admin_rights(facts) => Verdict::Full,
-            Some(_) => {
-                let takes_credentials = o.admin_token.is_some() || !o.admin_cn.is_empty();
-                Verdict::Refused(Self::refusal(takes_credentials, facts))
-            }
+            Some(_) => Verdict::Refused(Self::refusal(o.admin_credentials(), facts)),
         }
     }
 
@@ -367,8 +369,7 @@ impl Access {
             return Verdict::Full;
         }
         let Some(auth) = &self.auth else {
-            let takes_credentials = o.admin_token.is_some() || !o.admin_cn.is_empty();
-            return Verdict::Refused(Self::refusal(takes_credentials, facts));
+            return Verdict::Refused(Self::refusal(o.admin_credentials(), facts));
         };
         let Presented::Secret(secret) = facts.authorization else {
             return Verdict::Refused(Self::refusal(true, facts));

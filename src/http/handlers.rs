@@ -189,11 +189,7 @@ async fn endpoint_response(
         }
         // Every registration of every topic: for the read allow-list and
         // admins only.
-        (Endpoint::Debug, Scope::Identity(_)) => {
-            ctx.access
-                .count(Class::Read, Refusal::Forbidden, conn.peer.ip());
-            return response::refused(Refusal::Forbidden);
-        }
+        (Endpoint::Debug, Scope::Identity(_)) => return forbidden(ctx, conn),
         (Endpoint::Metrics, _) => {
             let text = crate::metrics::render(registry, &ctx.stats, &ctx.access);
             let (body, encoding) = encoded(registry, &ctx.stats, want, Bytes::from(text));
@@ -218,12 +214,11 @@ async fn endpoint_response(
     if let Scope::Identity(grant) = scope
         && !subscribable(grant, &params)
     {
-        ctx.access
-            .count(Class::Read, Refusal::Forbidden, conn.peer.ip());
-        return response::refused(Refusal::Forbidden);
+        return forbidden(ctx, conn);
     }
     let result = match endpoint {
-        Endpoint::Lookup => lookup(registry, &params, want).inspect(|a| counted(&ctx.stats, a)),
+        Endpoint::Lookup => lookup(registry, &params, want)
+            .inspect(|a| a.iter().for_each(|a| counted(&ctx.stats, a))),
         Endpoint::Channels => channels(registry, &ctx.stats, &params, want),
         Endpoint::TopicCreate => topic_create(registry, &params),
         Endpoint::TopicDelete => topic_delete(registry, &params),
@@ -272,8 +267,8 @@ fn encoded(
 }
 
 /// Counts a cached answer sent compressed.
-fn counted(stats: &Stats, answer: &Option<(SharedBody, Encoding)>) {
-    if let Some((body, Encoding::Gzip)) = answer {
+fn counted(stats: &Stats, (body, encoding): &(SharedBody, Encoding)) {
+    if *encoding == Encoding::Gzip {
         count_gzip(stats, body.plain_len().unwrap_or(body.len()), body.len());
     }
 }
@@ -284,6 +279,15 @@ fn count_gzip(stats: &Stats, plain: usize, sent: usize) {
     stats
         .gzip_saved_bytes
         .fetch_add(plain.saturating_sub(sent) as u64, Relaxed);
+}
+
+/// 403 `FORBIDDEN` to a granted consumer asking for more than its grant
+/// (decided here, not by `access`: only the handler knows the topic),
+/// counted with the refusals `access` decides.
+fn forbidden(ctx: &HttpContext, conn: &Conn) -> Response<Body> {
+    ctx.access
+        .count(Class::Read, Refusal::Forbidden, conn.peer.ip());
+    response::refused(Refusal::Forbidden)
 }
 
 /// A granted consumer's `/lookup` or `/channels`: its grant must allow
@@ -298,26 +302,13 @@ fn subscribable(grant: &Grant, params: &Params<'_>) -> bool {
     }
 }
 
-/// `/topics` for a granted consumer: the topics its grant lets it see.
-fn topics_seen(registry: &Registry, grant: &Grant) -> Bytes {
-    let topics = registry.topics();
-    let mut out = String::with_capacity(16 + topics.len() * 24);
-    out.push_str("{\"topics\":");
-    json::push_str_array(
-        &mut out,
-        topics.iter().map(|t| &**t).filter(|t| grant.may_see(t)),
-    );
-    out.push('}');
-    Bytes::from(out)
-}
-
 /// `/topics` and `/nodes`: served from the registry's cached body while
 /// nothing changed (nsqadmin polls them; a fleet at rest answers each poll
 /// with a copy of ready bytes), rendered off the reactor otherwise.
 async fn whole_view(ctx: &HttpContext, view: WholeView, want: Encoding) -> Response<Body> {
     let generation = match ctx.registry.cached_view_as(view, want) {
         Ok(answer) => {
-            counted(&ctx.stats, &Some(answer.clone()));
+            counted(&ctx.stats, &answer);
             return response::json_as(answer.0, answer.1);
         }
         Err(generation) => generation,
@@ -327,7 +318,7 @@ async fn whole_view(ctx: &HttpContext, view: WholeView, want: Encoding) -> Respo
             WholeView::Topics => (topics(registry), Nanos::MAX),
             WholeView::Nodes => nodes(registry),
         });
-        counted(stats, &Some(answer.clone()));
+        counted(stats, &answer);
         answer
     })
     .await
@@ -460,10 +451,19 @@ fn topic_tombstone(registry: &Registry, params: &Params<'_>) -> Answer {
 }
 
 fn topics(registry: &Registry) -> Bytes {
+    render_topics(registry, |_| true)
+}
+
+/// `/topics` for a granted consumer: the topics its grant lets it see.
+fn topics_seen(registry: &Registry, grant: &Grant) -> Bytes {
+    render_topics(registry, |topic| grant.may_see(topic))
+}
+
+fn render_topics(registry: &Registry, shown: impl Fn(&str) -> bool) -> Bytes {
     let topics = registry.topics();
     let mut out = String::with_capacity(16 + topics.len() * 24);
     out.push_str("{\"topics\":");
-    json::push_str_array(&mut out, topics.iter().map(|t| &**t));
+    json::push_str_array(&mut out, topics.iter().map(|t| &**t).filter(|t| shown(t)));
     out.push('}');
     Bytes::from(out)
 }
