@@ -203,12 +203,16 @@ pub(super) struct ViewSlot {
 }
 
 impl ViewSlot {
-    /// The plain body, if it was rendered at `generation` and is current at `now`.
-    pub(super) fn get(&self, generation: u64, now: Nanos) -> Option<SharedBody> {
+    /// The body in `encoding`, if kept, rendered at `generation` and
+    /// current at `now`.
+    pub(super) fn get_as(
+        &self,
+        generation: u64,
+        now: Nanos,
+        encoding: Encoding,
+    ) -> Option<SharedBody> {
         match &*self.rendered.load() {
-            Some(r) if r.generation == generation && now < r.valid_until => {
-                r.serve(Encoding::Identity)
-            }
+            Some(r) if r.generation == generation && now < r.valid_until => r.serve(encoding),
             _ => None,
         }
     }
@@ -325,8 +329,16 @@ impl LookupCache {
     /// The cached body, if it is current at `now`; otherwise the generation
     /// to tag a fresh rendering with. Read the data only after this call.
     pub(super) fn get(&self, now: Nanos) -> Result<SharedBody, Generation> {
+        self.get_as(now, Encoding::Identity)
+    }
+
+    /// The cached body in `encoding`, if kept and current at `now`;
+    /// otherwise the generation to tag a fresh rendering with.
+    pub(super) fn get_as(&self, now: Nanos, encoding: Encoding) -> Result<SharedBody, Generation> {
         let generation = self.generation.load(Ordering::Acquire);
-        self.slot.get(generation, now).ok_or(Generation(generation))
+        self.slot
+            .get_as(generation, now, encoding)
+            .ok_or(Generation(generation))
     }
 
     /// The current rendering (any encodings), or the generation to tag a

@@ -294,36 +294,6 @@ impl Registry {
         }
     }
 
-    /// The cached body of `view`, if nothing changed since it was rendered
-    /// and no deadline passed; otherwise the generation to store a fresh
-    /// rendering with ([`Registry::store_view`]). Read the data only after
-    /// this call.
-    pub fn cached_view(&self, view: WholeView) -> Result<SharedBody, Generation> {
-        let generation = self.changes.load(Ordering::Acquire);
-        self.views[view as usize]
-            .get(generation, self.clock.now())
-            .ok_or(Generation(generation))
-    }
-
-    /// Keeps a rendering of `view` made from data read after `generation`
-    /// was taken, true until `valid_until` (within the cache budget).
-    pub fn store_view(
-        &self,
-        view: WholeView,
-        generation: Generation,
-        body: Bytes,
-        valid_until: Nanos,
-    ) {
-        self.counts.view_renders.fetch_add(1, Ordering::Relaxed);
-        self.views[view as usize].store(
-            generation.0,
-            self.clock.now(),
-            valid_until,
-            body,
-            &self.lookup_budget,
-        );
-    }
-
     /// How answers are compressed.
     pub fn compression(&self) -> Compression {
         self.compression
@@ -374,7 +344,7 @@ impl Registry {
         self.complete(current, want, || {
             self.counts.view_renders.fetch_add(1, Ordering::Relaxed);
             let (body, valid_until) = render(self);
-            (body, valid_until, move |encoding, body, plain_len| {
+            (body, move |encoding, body, plain_len| {
                 slot.store_as(
                     generation.0,
                     now,
@@ -392,12 +362,12 @@ impl Registry {
     /// (the answer's current rendering, if any), serve `want` if it is
     /// there; else add it (compress the plain body once, or render the
     /// plain one again); with no current rendering, render with `render`,
-    /// which also says how to keep the result.
+    /// which also says how to keep the result (with its deadline).
     fn complete<K>(
         &self,
         current: Option<Arc<cache::Rendered>>,
         want: Encoding,
-        render: impl FnOnce() -> (Bytes, Nanos, K),
+        render: impl FnOnce() -> (Bytes, K),
     ) -> (SharedBody, Encoding)
     where
         K: FnOnce(Encoding, Bytes, usize) -> SharedBody,
@@ -430,12 +400,12 @@ impl Registry {
                 }
                 // Only the compressed body is kept: render the plain one.
                 _ => {
-                    let (body, _, _) = render();
+                    let (body, _) = render();
                     return (r.fill(Encoding::Identity, body), Encoding::Identity);
                 }
             }
         }
-        let (body, _, keep) = render();
+        let (body, keep) = render();
         let len = body.len();
         if want == Encoding::Gzip && c.worth_it(len) {
             self.counts.gzip_renders.fetch_add(1, Ordering::Relaxed);

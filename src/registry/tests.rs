@@ -536,10 +536,10 @@ fn many_producers_many_topics() {
 /// Renders `view` the way the HTTP handler does: cached body, or a fresh
 /// one stored with the generation taken first.
 fn view(r: &Registry, view: WholeView) -> (Bytes, bool) {
-    match r.cached_view(view) {
-        Ok(body) => (Bytes::copy_from_slice(&body), true),
+    match r.cached_view_as(view, Encoding::Identity) {
+        Ok((body, _)) => (Bytes::copy_from_slice(&body), true),
         Err(generation) => {
-            let (body, valid_until) = match view {
+            let (body, _) = r.make_view(view, Encoding::Identity, generation, |r| match view {
                 WholeView::Topics => (Bytes::from(topics(r).join(",")), Nanos::MAX),
                 WholeView::Nodes => {
                     let (nodes, until) = r.nodes_until();
@@ -549,9 +549,8 @@ fn view(r: &Registry, view: WholeView) -> (Bytes, bool) {
                         .collect();
                     (Bytes::from(text.join(";")), until)
                 }
-            };
-            r.store_view(view, generation, body.clone(), valid_until);
-            (body, false)
+            });
+            (Bytes::copy_from_slice(&body), false)
         }
     }
 }
@@ -634,11 +633,18 @@ fn cached_nodes_expire_with_tombstones_and_inactivity() {
 fn a_view_rendered_before_a_write_is_never_served() {
     let r = registry();
     let mut a = r.identify(peer(1));
-    let generation = r.cached_view(WholeView::Topics).unwrap_err();
+    let generation = r
+        .cached_view_as(WholeView::Topics, Encoding::Identity)
+        .unwrap_err();
     let stale = Bytes::from(topics(&r).join(","));
     a.register("t1", None); // a writer changes the data meanwhile
-    r.store_view(WholeView::Topics, generation, stale, Nanos::MAX);
-    assert!(r.cached_view(WholeView::Topics).is_err());
+    r.make_view(WholeView::Topics, Encoding::Identity, generation, |_| {
+        (stale, Nanos::MAX)
+    });
+    assert!(
+        r.cached_view_as(WholeView::Topics, Encoding::Identity)
+            .is_err()
+    );
     assert_eq!(view(&r, WholeView::Topics).0, "t1");
 }
 

@@ -82,20 +82,19 @@ impl Registry {
         let now = self.clock.now();
         let (entry, current, generation) = {
             let t = self.topics.get(topic)?;
+            // The hit first, as `lookup` does: one load, one reference.
+            if let Ok(gz) = t.cache.get_as(now, Encoding::Gzip) {
+                return Some((gz, Encoding::Gzip));
+            }
             match t.cache.current(now) {
-                Ok(r) => {
-                    if let Some(gz) = r.serve(Encoding::Gzip) {
-                        return Some((gz, Encoding::Gzip));
-                    }
-                    (Arc::clone(&t.entry), Some(r), None)
-                }
+                Ok(r) => (Arc::clone(&t.entry), Some(r), None),
                 Err(generation) => (Arc::clone(&t.entry), None, Some(generation)),
             }
         };
         Some(self.complete(current, want, || {
             let (body, valid_until) = self.render_lookup(topic, &entry, now);
             self.counts.lookup_renders.fetch_add(1, Ordering::Relaxed);
-            (body, valid_until, move |encoding, body, plain_len| {
+            (body, move |encoding, body, plain_len| {
                 match (generation, self.topics.get(topic)) {
                     (Some(g), Some(t)) => t.cache.store_as(
                         g,
