@@ -61,7 +61,9 @@ impl<'a> Presented<'a> {
     }
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
+/// A header value without the optional whitespace (spaces and tabs,
+/// RFC 9110's OWS) around it; `http::encoding` uses it too.
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }

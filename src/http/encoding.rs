@@ -16,6 +16,7 @@
 //!   (`identity;q=0` with no acceptable gzip still gets a plain answer
 //!   rather than a 406, which no NSQ client would understand).
 
+use crate::access::bearer::trim;
 pub use crate::registry::Encoding;
 
 /// The most header values and entries read: a longer header is a client
@@ -88,16 +89,6 @@ fn qvalue(s: &[u8]) -> Option<u16> {
         [b'1', b'.', rest @ ..] if rest.len() <= 3 && rest.iter().all(|&d| d == b'0') => Some(1000),
         _ => None,
     }
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 #[cfg(test)]
