@@ -32,15 +32,8 @@ fn secret_file(name: &str, content: &str) -> PathBuf {
 }
 
 fn request(server: &Server, method: &str, target: &str, auth: Option<&str>) -> HttpResponse {
-    let header;
-    let headers: &[(&str, &str)] = match auth {
-        Some(a) => {
-            header = [("Authorization", a)];
-            &header
-        }
-        None => &[],
-    };
-    http_request(server.http_addr(), method, target, headers, None).expect("HTTP request")
+    let header = auth.map(|a| ("Authorization", a));
+    http_request(server.http_addr(), method, target, header.as_slice(), None).expect("HTTP request")
 }
 
 fn assert_refused(r: &HttpResponse, status: u16, message: &str) {
@@ -53,14 +46,9 @@ fn topics(server: &Server) -> Vec<String> {
     serde_json::from_value(v["topics"].clone()).unwrap()
 }
 
-/// The value of one series in `/metrics` (0 if absent).
-fn metric(server: &Server, series: &str, auth: Option<&str>) -> f64 {
-    let r = request(server, "GET", "/metrics", auth);
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.text()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+/// The value of one series in `/metrics`.
+fn metric(server: &Server, series: &str) -> f64 {
+    common::cluster::metric(server, series).unwrap_or_else(|| panic!("no {series}"))
 }
 
 #[test]
@@ -104,8 +92,8 @@ fn admin_post_without_the_token_is_refused_and_changes_nothing() {
     let series = |reason: &str| {
         format!("nsqlookupd_http_refused_total{{class=\"admin\",reason=\"{reason}\"}}")
     };
-    assert_eq!(metric(&server, &series("no_credentials"), None), 1.0);
-    assert_eq!(metric(&server, &series("bad_credentials"), None), 4.0);
+    assert_eq!(metric(&server, &series("no_credentials")), 1.0);
+    assert_eq!(metric(&server, &series("bad_credentials")), 4.0);
     assert!(
         server
             .wait_for_log(Duration::from_secs(2), |l| l.contains("refused")
@@ -277,14 +265,10 @@ fn a_granted_secret_reads_only_its_topics() {
         format!("nsqlookupd_http_refused_total{{class=\"read\",reason=\"{reason}\"}}")
     };
     // /metrics stays open (no --metrics-allow).
-    assert_eq!(metric(&server, &series("forbidden"), None), 5.0);
-    assert!(metric(&server, "nsqlookupd_auth_cache_hits_total", None) >= 8.0);
+    assert_eq!(metric(&server, &series("forbidden")), 5.0);
+    assert!(metric(&server, "nsqlookupd_auth_cache_hits_total") >= 8.0);
     assert_eq!(
-        metric(
-            &server,
-            "nsqlookupd_auth_queries_total{outcome=\"ok\"}",
-            None
-        ),
+        metric(&server, "nsqlookupd_auth_queries_total{outcome=\"ok\"}"),
         2.0
     );
     let logs = server.logs().join("\n");

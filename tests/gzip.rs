@@ -10,15 +10,8 @@ use common::cluster::Nsqd;
 use common::{HttpResponse, Server, http_request};
 
 fn get(server: &Server, target: &str, accept: Option<&str>) -> HttpResponse {
-    let header;
-    let headers: &[(&str, &str)] = match accept {
-        Some(a) => {
-            header = [("Accept-Encoding", a)];
-            &header
-        }
-        None => &[],
-    };
-    http_request(server.http_addr(), "GET", target, headers, None).expect("HTTP request")
+    let header = accept.map(|a| ("Accept-Encoding", a));
+    http_request(server.http_addr(), "GET", target, header.as_slice(), None).expect("HTTP request")
 }
 
 fn gunzip(body: &[u8]) -> Vec<u8> {
@@ -30,11 +23,7 @@ fn gunzip(body: &[u8]) -> Vec<u8> {
 }
 
 fn metric(server: &Server, series: &str) -> f64 {
-    get(server, "/metrics", None)
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series}"))
+    common::cluster::metric(server, series).unwrap_or_else(|| panic!("no {series}"))
 }
 
 /// `big` on 12 nsqd (an answer of ~2.5 KB), `small` on one (~250 bytes).
