@@ -59,6 +59,20 @@ impl CacheBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// Bytes that may still be cached.
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.used())
+    }
+
+    /// The budget's size.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
     fn try_take(&self, n: usize) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -91,15 +105,47 @@ pub(super) struct Rendered {
     compressing: Mutex<()>,
     /// The plain body's length, kept or not (what a compressed one saves).
     plain_len: usize,
+    /// Bytes of this rendering counted in the budget: given back when it
+    /// is dropped, or as soon as its slot gives it up for a
+    /// compressed-only copy (readers may still hold it a moment).
+    accounted: AtomicUsize,
     budget: Arc<CacheBudget>,
 }
 
 impl Rendered {
+    fn new(
+        generation: u64,
+        valid_until: Nanos,
+        plain_len: usize,
+        budget: &Arc<CacheBudget>,
+    ) -> Self {
+        Rendered {
+            generation,
+            valid_until,
+            plain: OnceLock::new(),
+            gzip: OnceLock::new(),
+            compressing: Mutex::new(()),
+            plain_len,
+            accounted: AtomicUsize::new(0),
+            budget: Arc::clone(budget),
+        }
+    }
+
     fn slot(&self, encoding: Encoding) -> &OnceLock<Bytes> {
         match encoding {
             Encoding::Identity => &self.plain,
             Encoding::Gzip => &self.gzip,
         }
+    }
+
+    /// The generation this answer was rendered at.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Until when this answer holds without a write.
+    pub(super) fn valid_until(&self) -> Nanos {
+        self.valid_until
     }
 
     /// This answer in `encoding`, if it was made.
@@ -114,19 +160,31 @@ impl Rendered {
     }
 
     /// Keeps `body` as this answer in `encoding` if the budget has room
-    /// (and no other reader kept one first), and hands it out.
-    pub(super) fn fill(self: &Arc<Self>, encoding: Encoding, body: Bytes) -> SharedBody {
-        let slot = self.slot(encoding);
-        if slot.get().is_none() && self.budget.try_take(body.len()) {
-            let len = body.len();
-            if slot.set(body.clone()).is_err() {
-                self.budget.used.fetch_sub(len, Ordering::AcqRel);
+    /// (if another reader kept one first, that one is served); gives the
+    /// body back when there is no room.
+    fn fill(self: &Arc<Self>, encoding: Encoding, body: Bytes) -> Result<SharedBody, Bytes> {
+        if let Some(kept) = self.serve(encoding) {
+            return Ok(kept);
+        }
+        let len = body.len();
+        if !self.budget.try_take(len) {
+            return Err(body);
+        }
+        match self.slot(encoding).set(body) {
+            Ok(()) => {
+                self.accounted.fetch_add(len, Ordering::AcqRel);
             }
+            Err(_) => self.budget.give_back(len),
         }
-        match self.serve(encoding) {
-            Some(kept) => kept,
-            None => SharedBody(Shared::Own(body)),
-        }
+        Ok(self
+            .serve(encoding)
+            .expect("set above or by another reader"))
+    }
+
+    /// Stops counting this rendering in the budget.
+    fn release(&self) {
+        self.budget
+            .give_back(self.accounted.swap(0, Ordering::AcqRel));
     }
 
     /// Runs `compress` unless another reader is already compressing this
@@ -142,8 +200,7 @@ impl Rendered {
 
 impl Drop for Rendered {
     fn drop(&mut self) {
-        let len = self.plain.get().map_or(0, Bytes::len) + self.gzip.get().map_or(0, Bytes::len);
-        self.budget.used.fetch_sub(len, Ordering::AcqRel);
+        self.release();
     }
 }
 
@@ -188,10 +245,30 @@ impl SharedBody {
     }
 }
 
+impl SharedBody {
+    /// Whether this body is one kept in the cache.
+    pub fn is_cached(&self) -> bool {
+        matches!(self.0, Shared::Cached(..))
+    }
+}
+
 impl From<Bytes> for SharedBody {
     fn from(body: Bytes) -> Self {
         SharedBody(Shared::Own(body))
     }
+}
+
+/// A body just made, and what tags it: the generation read before the
+/// data it was made from, when it was made, until when it holds, and the
+/// length of the plain answer it encodes.
+#[derive(Clone, Debug)]
+pub(super) struct Fresh {
+    pub generation: u64,
+    pub now: Nanos,
+    pub valid_until: Nanos,
+    pub encoding: Encoding,
+    pub body: Bytes,
+    pub plain_len: usize,
 }
 
 /// One cached body and the generation it was rendered at, with no
@@ -237,58 +314,109 @@ impl ViewSlot {
         body: Bytes,
         budget: &Arc<CacheBudget>,
     ) {
-        let len = body.len();
+        let plain_len = body.len();
         self.store_as(
-            generation,
-            now,
-            valid_until,
-            Encoding::Identity,
-            body,
-            len,
+            Fresh {
+                generation,
+                now,
+                valid_until,
+                encoding: Encoding::Identity,
+                body,
+                plain_len,
+            },
             budget,
         );
     }
 
-    /// The same, for a body in `encoding`, rendered at `now`; hands out
-    /// what it stored.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn store_as(
-        &self,
-        generation: u64,
-        now: Nanos,
-        valid_until: Nanos,
-        encoding: Encoding,
-        body: Bytes,
-        plain_len: usize,
-        budget: &Arc<CacheBudget>,
-    ) -> SharedBody {
-        // The same answer already kept in another encoding, and still
-        // current when this one was rendered: add this one (its deadline
-        // is the earlier one; a PING moving a producer's deadline later
-        // does not change the answer).
+    /// Keeps a body just made, if the budget has room; hands out what it
+    /// kept (or the body itself).
+    ///
+    /// The same answer already kept in another encoding, and still current
+    /// when this one was made, gets this one added (its deadline is the
+    /// earlier one; a PING moving a producer's deadline later does not
+    /// change the answer). When the budget has no room for both, a
+    /// compressed body takes the place of the plain one: it is a tenth of
+    /// the size, and making the plain body again costs a fraction of
+    /// rendering and compressing again.
+    pub(super) fn store_as(&self, fresh: Fresh, budget: &Arc<CacheBudget>) -> SharedBody {
+        let Fresh {
+            generation,
+            now,
+            valid_until,
+            encoding,
+            body,
+            plain_len,
+        } = fresh;
         if let Some(r) = &*self.rendered.load()
             && r.generation == generation
             && now < r.valid_until
         {
-            return r.fill(encoding, body);
+            return match r.fill(encoding, body) {
+                Ok(kept) => kept,
+                Err(gz) if encoding == Encoding::Gzip && r.plain().is_some() => self
+                    .give_up_plain_of(r, Some(gz.clone()))
+                    .unwrap_or_else(|| gz.into()),
+                Err(body) => body.into(),
+            };
         }
         self.clear();
-        if !budget.try_take(body.len()) {
+        let len = body.len();
+        if !budget.try_take(len) {
             return SharedBody(Shared::Own(body));
         }
-        let rendered = Arc::new(Rendered {
-            generation,
-            valid_until,
-            plain: OnceLock::new(),
-            gzip: OnceLock::new(),
-            compressing: Mutex::new(()),
-            plain_len,
-            budget: Arc::clone(budget),
-        });
+        let rendered = Arc::new(Rendered::new(generation, valid_until, plain_len, budget));
+        rendered.accounted.store(len, Ordering::Release);
         let _ = rendered.slot(encoding).set(body);
         let served = SharedBody(Shared::Cached(Arc::clone(&rendered), encoding));
         self.rendered.store(Some(rendered));
         served
+    }
+
+    /// Gives up the plain body of the kept rendering, to make room for a
+    /// compressed answer elsewhere: its compressed body, if any, stays.
+    /// Returns the bytes given back to the budget.
+    pub(super) fn give_up_plain(&self) -> usize {
+        let guard = self.rendered.load();
+        let Some(r) = &*guard else {
+            return 0;
+        };
+        let Some(plain) = r.plain() else {
+            return 0;
+        };
+        let freed = plain.len();
+        self.give_up_plain_of(r, r.gzip.get().cloned());
+        freed
+    }
+
+    /// Replaces `r`, if it is still the kept rendering, with a copy that
+    /// holds only `gz` (or with nothing), and moves its room to the copy;
+    /// the copy's body if it was kept.
+    fn give_up_plain_of(&self, r: &Arc<Rendered>, gz: Option<Bytes>) -> Option<SharedBody> {
+        let copy = gz.map(|gz| {
+            let copy = Arc::new(Rendered::new(
+                r.generation,
+                r.valid_until,
+                r.plain_len,
+                &r.budget,
+            ));
+            let _ = copy.gzip.set(gz);
+            copy
+        });
+        let before = self.rendered.compare_and_swap(Arc::as_ptr(r), copy.clone());
+        if !before.as_ref().is_some_and(|b| Arc::ptr_eq(b, r)) {
+            return None; // replaced meanwhile
+        }
+        r.release();
+        let copy = copy?;
+        let len = copy.gzip.get().map_or(0, Bytes::len);
+        if copy.budget.try_take(len) {
+            copy.accounted.store(len, Ordering::Release);
+            copy.serve(Encoding::Gzip)
+        } else {
+            // Someone else took the room meanwhile: keep nothing.
+            self.rendered.compare_and_swap(Arc::as_ptr(&copy), None);
+            None
+        }
     }
 
     /// Frees the cached body.
@@ -350,28 +478,14 @@ impl LookupCache {
             .ok_or(Generation(generation))
     }
 
-    /// Stores a body in `encoding` (of a plain one of `plain_len` bytes);
-    /// hands out what it stored.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn store_as(
-        &self,
-        generation: Generation,
-        now: Nanos,
-        valid_until: Nanos,
-        encoding: Encoding,
-        body: Bytes,
-        plain_len: usize,
-        budget: &Arc<CacheBudget>,
-    ) -> SharedBody {
-        self.slot.store_as(
-            generation.0,
-            now,
-            valid_until,
-            encoding,
-            body,
-            plain_len,
-            budget,
-        )
+    /// Keeps a body just made (see [`ViewSlot::store_as`]).
+    pub(super) fn store_as(&self, fresh: Fresh, budget: &Arc<CacheBudget>) -> SharedBody {
+        self.slot.store_as(fresh, budget)
+    }
+
+    /// Gives up the plain body kept (see [`ViewSlot::give_up_plain`]).
+    pub(super) fn give_up_plain(&self) -> usize {
+        self.slot.give_up_plain()
     }
 
     /// Stores a body rendered from data read after `generation` was taken,
@@ -419,6 +533,66 @@ mod tests {
         c.invalidate(1); // ...a writer changes the data...
         c.store(g, 0, 100, Bytes::from_static(b"stale"), &budget); // ...the reader stores late
         assert!(c.get(2).is_err());
+    }
+
+    fn fresh(generation: u64, encoding: Encoding, body: &'static [u8], plain_len: usize) -> Fresh {
+        Fresh {
+            generation,
+            now: 0,
+            valid_until: 100,
+            encoding,
+            body: Bytes::from_static(body),
+            plain_len,
+        }
+    }
+
+    /// With no room for both, the compressed body takes the plain one's
+    /// place (and its room); with room, both stay.
+    #[test]
+    fn a_compressed_body_is_kept_before_a_plain_one() {
+        let budget = Arc::new(CacheBudget::new(10));
+        let slot = ViewSlot::default();
+        let plain = slot.store_as(fresh(1, Encoding::Identity, b"12345678", 8), &budget);
+        assert!(plain.is_cached());
+        assert_eq!(budget.used(), 8);
+        let gz = slot.store_as(fresh(1, Encoding::Gzip, b"abcd", 8), &budget);
+        assert!(gz.is_cached(), "kept in the plain body's place");
+        assert_eq!(&*gz, b"abcd");
+        assert_eq!(budget.used(), 4, "the plain body's room was given back");
+        assert!(slot.get_as(1, 50, Encoding::Identity).is_none());
+        assert_eq!(&*slot.get_as(1, 50, Encoding::Gzip).unwrap(), b"abcd");
+        assert_eq!(&*plain, b"12345678", "a reader holding it still reads it");
+        drop(plain);
+        assert_eq!(budget.used(), 4);
+        // Plain again: no room beside the compressed body, served uncached.
+        let again = slot.store_as(fresh(1, Encoding::Identity, b"12345678", 8), &budget);
+        assert!(!again.is_cached());
+        assert_eq!(&*slot.get_as(1, 50, Encoding::Gzip).unwrap(), b"abcd");
+        // With room for both (a bigger budget), both stay.
+        let budget = Arc::new(CacheBudget::new(100));
+        let slot = ViewSlot::default();
+        slot.store_as(fresh(1, Encoding::Identity, b"12345678", 8), &budget);
+        slot.store_as(fresh(1, Encoding::Gzip, b"abcd", 8), &budget);
+        assert!(slot.get_as(1, 50, Encoding::Identity).is_some());
+        assert!(slot.get_as(1, 50, Encoding::Gzip).is_some());
+        assert_eq!(budget.used(), 12);
+        assert_eq!(slot.give_up_plain(), 8);
+        assert_eq!(budget.used(), 4);
+        assert!(slot.get_as(1, 50, Encoding::Identity).is_none());
+        assert!(slot.get_as(1, 50, Encoding::Gzip).is_some());
+        drop(slot);
+        assert_eq!(budget.used(), 0, "everything given back");
+    }
+
+    #[test]
+    fn giving_up_a_plain_only_body_frees_it() {
+        let budget = Arc::new(CacheBudget::new(100));
+        let slot = ViewSlot::default();
+        slot.store_as(fresh(1, Encoding::Identity, b"12345678", 8), &budget);
+        assert_eq!(slot.give_up_plain(), 8);
+        assert_eq!(budget.used(), 0);
+        assert!(slot.current(1, 50).is_none());
+        assert_eq!(slot.give_up_plain(), 0, "nothing left to give up");
     }
 
     #[test]

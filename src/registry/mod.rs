@@ -64,7 +64,7 @@ pub use producer::{PeerInfo, Producer, ProducerId};
 pub use snapshot::{Member, ProducerSet};
 pub use views::{DebugEntry, DebugProducer, GO_ZERO_TIME_UNIX_NANOS, NodeView};
 
-use cache::{CacheBudget, LookupCache, ViewSlot};
+use cache::{CacheBudget, Fresh, LookupCache, ViewSlot};
 pub use cache::{Encoding, Generation, SharedBody};
 pub use gzip::Compression;
 
@@ -330,7 +330,8 @@ impl Registry {
     /// Makes `view` in the encoding wanted (blocking: call it off the
     /// reactor): completes the current rendering with the missing encoding,
     /// or renders it with `render` (the body and until when it is true)
-    /// and keeps it.
+    /// and keeps it. A compressed view that finds the cache full takes the
+    /// room of plain lookup bodies (see [`Registry::make_room`]).
     pub fn make_view(
         &self,
         view: WholeView,
@@ -340,78 +341,116 @@ impl Registry {
     ) -> (SharedBody, Encoding) {
         let slot = &self.views[view as usize];
         let now = self.clock.now();
-        let current = slot.current(generation.0, now);
-        self.complete(current, want, || {
-            self.counts.view_renders.fetch_add(1, Ordering::Relaxed);
-            let (body, valid_until) = render(self);
-            (body, move |encoding, body, plain_len| {
-                slot.store_as(
-                    generation.0,
-                    now,
-                    valid_until,
-                    encoding,
-                    body,
-                    plain_len,
-                    &self.lookup_budget,
-                )
-            })
-        })
+        let current = slot.current(generation.0, now).ok_or(generation);
+        self.complete(
+            current,
+            want,
+            now,
+            || {
+                self.counts.view_renders.fetch_add(1, Ordering::Relaxed);
+                render(self)
+            },
+            |fresh| {
+                let compressed = fresh.encoding == Encoding::Gzip;
+                let kept = slot.store_as(fresh.clone(), &self.lookup_budget);
+                if compressed && !kept.is_cached() && self.make_room(fresh.body.len()) {
+                    slot.store_as(fresh, &self.lookup_budget)
+                } else {
+                    kept
+                }
+            },
+        )
+    }
+
+    /// Gives up plain `/lookup` bodies (their compressed ones stay) until
+    /// the cache has room for `n` bytes; whether it has. Walks the topics:
+    /// for a compressed whole view only, made off the reactor, whose
+    /// rendering costs far more than the lookups it displaces.
+    fn make_room(&self, n: usize) -> bool {
+        let budget = &self.lookup_budget;
+        if n > budget.limit() {
+            return false;
+        }
+        for t in self.topics.iter() {
+            if budget.room() >= n {
+                break;
+            }
+            t.cache.give_up_plain();
+        }
+        budget.room() >= n
     }
 
     /// The shared step of cached answers in an encoding: from `current`
-    /// (the answer's current rendering, if any), serve `want` if it is
-    /// there; else add it (compress the plain body once, or render the
-    /// plain one again); with no current rendering, render with `render`,
-    /// which also says how to keep the result (with its deadline).
-    fn complete<K>(
+    /// (the answer's current rendering, or the generation to tag a new one
+    /// with), serve `want` if it is there; else add it (compress the plain
+    /// body once, or render the plain one again); with no current
+    /// rendering, render with `render` (the body and until when it holds).
+    /// `keep` keeps what was made (see `ViewSlot::store_as`).
+    fn complete(
         &self,
-        current: Option<Arc<cache::Rendered>>,
+        current: Result<Arc<cache::Rendered>, Generation>,
         want: Encoding,
-        render: impl FnOnce() -> (Bytes, K),
-    ) -> (SharedBody, Encoding)
-    where
-        K: FnOnce(Encoding, Bytes, usize) -> SharedBody,
-    {
+        now: Nanos,
+        render: impl FnOnce() -> (Bytes, Nanos),
+        keep: impl Fn(Fresh) -> SharedBody,
+    ) -> (SharedBody, Encoding) {
         let c = self.compression;
-        if let Some(r) = current {
+        let generation = match &current {
+            Ok(r) => r.generation(),
+            Err(g) => g.0,
+        };
+        let fresh = |valid_until, encoding, body, plain_len| Fresh {
+            generation,
+            now,
+            valid_until,
+            encoding,
+            body,
+            plain_len,
+        };
+        if let Ok(r) = current {
             if let Some(body) = r.serve(want) {
                 return (body, want);
             }
-            match (want, r.plain()) {
-                (Encoding::Gzip, Some(plain)) if !c.worth_it(plain.len()) => {
-                    return (
-                        r.serve(Encoding::Identity).expect("kept"),
-                        Encoding::Identity,
-                    );
-                }
+            return match (want, r.plain()) {
+                (Encoding::Gzip, Some(plain)) if !c.worth_it(plain.len()) => (
+                    r.serve(Encoding::Identity).expect("kept"),
+                    Encoding::Identity,
+                ),
                 (Encoding::Gzip, Some(plain)) => {
                     let plain = plain.clone();
-                    return match r.compress_once(|| c.gzip(&plain)) {
+                    match r.compress_once(|| c.gzip(&plain)) {
                         Some(gz) => {
                             self.counts.gzip_renders.fetch_add(1, Ordering::Relaxed);
-                            (r.fill(Encoding::Gzip, gz), Encoding::Gzip)
+                            let gz = fresh(r.valid_until(), Encoding::Gzip, gz, plain.len());
+                            (keep(gz), Encoding::Gzip)
                         }
                         // Another reader is compressing it: plain this time.
                         None => (
                             r.serve(Encoding::Identity).expect("kept"),
                             Encoding::Identity,
                         ),
-                    };
+                    }
                 }
                 // Only the compressed body is kept: render the plain one.
                 _ => {
                     let (body, _) = render();
-                    return (r.fill(Encoding::Identity, body), Encoding::Identity);
+                    let len = body.len();
+                    let plain = fresh(r.valid_until(), Encoding::Identity, body, len);
+                    (keep(plain), Encoding::Identity)
                 }
-            }
+            };
         }
-        let (body, keep) = render();
+        let (body, valid_until) = render();
         let len = body.len();
         if want == Encoding::Gzip && c.worth_it(len) {
             self.counts.gzip_renders.fetch_add(1, Ordering::Relaxed);
-            (keep(Encoding::Gzip, c.gzip(&body), len), Encoding::Gzip)
+            let gz = fresh(valid_until, Encoding::Gzip, c.gzip(&body), len);
+            (keep(gz), Encoding::Gzip)
         } else {
-            (keep(Encoding::Identity, body, len), Encoding::Identity)
+            (
+                keep(fresh(valid_until, Encoding::Identity, body, len)),
+                Encoding::Identity,
+            )
         }
     }
 

@@ -802,6 +802,86 @@ mod compressed {
         }
     }
 
+    /// A cache too small for both encodings of every answer keeps the
+    /// compressed ones: a gzip reader's answer takes its plain body's
+    /// place, and a compressed whole view takes the room of plain lookup
+    /// bodies; plain readers are still answered right, rendered afresh.
+    #[test]
+    fn a_full_cache_keeps_compressed_answers_before_plain_ones() {
+        let r = Arc::new(Registry::new(RegistryOptions {
+            compression: Compression {
+                gzip_level: Some(1),
+                min_size: 64,
+            },
+            lookup_cache_size: 7_000,
+            ..RegistryOptions::default()
+        }));
+        let mut nodes: Vec<_> = (0..8).map(|n| r.identify(peer(n))).collect();
+        for t in 0..6 {
+            for n in &mut nodes {
+                n.register(&format!("t{t}"), None);
+            }
+        }
+        let plain: Vec<Bytes> = (0..6)
+            .map(|t| r.lookup_uncached(&format!("t{t}")).unwrap())
+            .collect();
+        let plain_len = plain[0].len();
+        assert!(
+            plain_len * 6 > 7_000 && plain_len * 4 < 7_000,
+            "{plain_len}"
+        );
+        let gz_renders = || {
+            r.counts()
+                .gzip_renders
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        // Plain readers fill the cache (not every topic fits)...
+        for (t, p) in plain.iter().enumerate() {
+            assert_eq!(&r.lookup(&format!("t{t}")).unwrap()[..], &p[..]);
+        }
+        // ...then gzip readers: every compressed answer is kept, made once.
+        for round in 0..3 {
+            for (t, p) in plain.iter().enumerate() {
+                let (gz, e) = r.lookup_as(&format!("t{t}"), Encoding::Gzip).unwrap();
+                assert_eq!(e, Encoding::Gzip);
+                assert_eq!(&gunzip(&gz)[..], &p[..]);
+                assert!(gz.is_cached() || round == 0, "t{t} round {round}");
+            }
+            assert_eq!(gz_renders(), 6, "round {round}: compressed once each");
+        }
+        assert!(r.lookup_cache_bytes() <= 7_000);
+        // Plain readers still get the right answer.
+        for (t, p) in plain.iter().enumerate() {
+            assert_eq!(&r.lookup(&format!("t{t}")).unwrap()[..], &p[..]);
+        }
+        // A compressed /nodes bigger than the room left is kept too, in
+        // the room of plain lookup bodies.
+        // (Bytes that do not compress, so that it needs the room.)
+        let mut x = 1u32;
+        let nodes_plain: Bytes = (0..3_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                b'a' + (x >> 16) as u8 % 26
+            })
+            .collect::<Vec<u8>>()
+            .into();
+        assert!(r.lookup_cache_bytes() + 2_000 > 7_000, "the cache is full");
+        let want = Encoding::Gzip;
+        let generation = r.cached_view_as(WholeView::Nodes, want).unwrap_err();
+        let (body, e) = r.make_view(WholeView::Nodes, want, generation, |_| {
+            (nodes_plain.clone(), Nanos::MAX)
+        });
+        assert_eq!(e, Encoding::Gzip);
+        assert_eq!(&gunzip(&body)[..], &nodes_plain[..]);
+        let (again, _) = r.cached_view_as(WholeView::Nodes, want).expect("kept");
+        assert!(std::ptr::eq(again.as_ptr(), body.as_ptr()));
+        for t in 0..6 {
+            let (gz, _) = r.lookup_as(&format!("t{t}"), Encoding::Gzip).unwrap();
+            assert!(gz.is_cached(), "compressed lookups stay");
+        }
+        assert!(r.lookup_cache_bytes() <= 7_000);
+    }
+
     proptest! {
         #[test]
         fn decompressed_answers_equal_plain_ones(steps in proptest::collection::vec(step(), 1..60)) {
