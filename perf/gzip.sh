@@ -81,6 +81,26 @@ pairs = {
     "server-plain / ceiling-single-plain": ratios("server-plain", "ceiling-single-plain"),
     "server-gzip / server-plain": ratios("server-gzip", "server-plain"),
 }
+tails = {}
+if json.load(open(f"{tmp}/server-plain-1.json"))["lookups"].get("rate"):
+    # Open loop (issue 15, point 6): the server's p99 against the ceiling's
+    # at the same rate, per round (target <= 1.5), and its p99.9 (<= 5 ms).
+    def p99_ratios(a, b):
+        return [x["p99_us"] / y["p99_us"] for x, y in zip(fig[a], fig[b])]
+    tails = {
+        "server-plain p99 / ceiling-single-plain p99 (target <= 1.5)": p99_ratios("server-plain", "ceiling-single-plain"),
+        "server-plain p99 / ceiling-distinct-plain p99 (target <= 1.5)": p99_ratios("server-plain", "ceiling-distinct-plain"),
+        "server-gzip p99 / ceiling-distinct-gzip p99 (target <= 1.5)": p99_ratios("server-gzip", "ceiling-distinct-gzip"),
+        "server-gzip p99 / ceiling-single-plain p99 (target <= 1.5)": p99_ratios("server-gzip", "ceiling-single-plain"),
+    }
+    pairs = {}
+    for name, v in tails.items():
+        print(f"{preset}: {name}: per round {', '.join(f'{x:.2f}' for x in v)}; median {statistics.median(v):.2f}")
+    for k in fig:
+        p99 = ", ".join(f"{x['p99_us'] / 1000:.2f}" for x in fig[k])
+        p999 = ", ".join(f"{x['p999_us'] / 1000:.2f}" for x in fig[k])
+        unsent = sum(x["unsent"] or 0 for x in fig[k])
+        print(f"{preset}: {k}: p99 {p99} ms; p99.9 {p999} ms (target <= 5 ms); unsent {unsent}")
 for name, v in pairs.items():
     print(f"{preset}: {name}: per round {', '.join(f'{x:.2f}' for x in v)}; median {statistics.median(v):.2f}")
 for k in ("server-plain", "server-gzip"):
@@ -91,5 +111,6 @@ print(open(f"{tmp}/metrics.txt").read().strip())
 if out:
     json.dump({"preset": preset, "rounds": fig, "ratios": pairs,
                "median_ratios": {n: statistics.median(v) for n, v in pairs.items()},
+               "tails": tails, "median_tail_ratios": {n: statistics.median(v) for n, v in tails.items()},
                "rss_kib": rss_kb}, open(out, "w"), indent=2)
 PY
