@@ -480,30 +480,52 @@ fn nodes_seen(registry: &Registry, grant: &Grant) -> Bytes {
 }
 
 fn render_nodes(registry: &Registry, shown: impl Fn(&str) -> bool) -> (Bytes, Nanos) {
-    let (nodes, valid_until) = registry.nodes_until();
-    let topic_count: usize = nodes.iter().map(|n| n.topics.len()).sum();
-    let mut out = String::with_capacity(32 + nodes.len() * 256 + topic_count * 30);
+    let all = registry.nodes();
+    // Each name escaped once, into one buffer, then copied per node.
+    let mut names = String::with_capacity(all.topics.iter().map(|t| t.len() + 2).sum());
+    let spans: Vec<Option<(usize, usize)>> = all
+        .topics
+        .iter()
+        .map(|t| {
+            shown(t).then(|| {
+                let start = names.len();
+                json::push_str(&mut names, t);
+                (start, names.len())
+            })
+        })
+        .collect();
+    let topic_count: usize = all.nodes.iter().map(|n| n.topics.len()).sum();
+    let mut out = String::with_capacity(32 + all.nodes.len() * 256 + topic_count * 30);
     out.push_str("{\"producers\":[");
-    for (i, node) in nodes.iter().enumerate() {
+    for (i, node) in all.nodes.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push('{');
         node.producer.peer.write_json_fields(&mut out);
-        let topics = || node.topics.iter().filter(|(t, _)| shown(t));
+        let topics = || {
+            node.topics
+                .iter()
+                .filter_map(|&(t, tombstoned)| Some((spans[t as usize]?, tombstoned)))
+        };
         out.push_str(",\"tombstones\":[");
         for (j, (_, tombstoned)) in topics().enumerate() {
             if j > 0 {
                 out.push(',');
             }
-            out.push_str(if *tombstoned { "true" } else { "false" });
+            out.push_str(if tombstoned { "true" } else { "false" });
         }
-        out.push_str("],\"topics\":");
-        json::push_str_array(&mut out, topics().map(|(t, _)| &**t));
-        out.push('}');
+        out.push_str("],\"topics\":[");
+        for (j, ((start, end), _)) in topics().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(&names[start..end]);
+        }
+        out.push_str("]}");
     }
     out.push_str("]}");
-    (Bytes::from(out), valid_until)
+    (Bytes::from(out), all.valid_until)
 }
 
 fn debug(registry: &Registry) -> Bytes {

@@ -62,7 +62,7 @@ pub use observer::{Change, Observer};
 use producer::IdHashing;
 pub use producer::{PeerInfo, Producer, ProducerId};
 pub use snapshot::{Member, ProducerSet};
-pub use views::{DebugEntry, DebugProducer, GO_ZERO_TIME_UNIX_NANOS, NodeView};
+pub use views::{DebugEntry, DebugProducer, GO_ZERO_TIME_UNIX_NANOS, NodeView, Nodes};
 
 use cache::{CacheBudget, Fresh, LookupCache, ViewSlot};
 pub use cache::{Encoding, Generation, SharedBody};

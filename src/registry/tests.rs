@@ -65,17 +65,18 @@ fn channels(r: &Registry, topic: &str) -> Vec<String> {
 }
 
 fn node_topics(r: &Registry, broadcast: &str) -> Option<Vec<(String, bool)>> {
-    r.nodes()
-        .into_iter()
+    let all = r.nodes();
+    all.nodes
+        .iter()
         .find(|n| n.producer.peer.broadcast_address == broadcast)
-        .map(|n| n.topics.iter().map(|(t, b)| (t.to_string(), *b)).collect())
+        .map(|n| all.topics_of(n).map(|(t, b)| (t.to_string(), b)).collect())
 }
 
 #[test]
 fn identify_joins_the_client_key() {
     let r = registry();
     let a = r.identify(peer(1));
-    let nodes = r.nodes();
+    let nodes = r.nodes().nodes;
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].producer.peer, peer(1));
     assert!(nodes[0].topics.is_empty());
@@ -83,7 +84,7 @@ fn identify_joins_the_client_key() {
     assert_eq!(debug.len(), 1);
     assert_eq!(debug[0].registration.to_string(), "client::");
     drop(a);
-    assert!(r.nodes().is_empty());
+    assert!(r.nodes().nodes.is_empty());
     assert!(r.debug().is_empty());
 }
 
@@ -226,7 +227,7 @@ fn disconnect_removes_the_producer_but_keeps_every_key() {
         Some((strings(&["c#ephemeral"]), vec![]))
     );
     assert_eq!(topics(&r), ["t#ephemeral", "t1"]);
-    assert_eq!(r.nodes().len(), 1);
+    assert_eq!(r.nodes().nodes.len(), 1);
     drop(b);
     assert_eq!(lookup(&r, "t1"), Some((strings(&["c1"]), vec![])));
     assert!(r.debug().is_empty());
@@ -329,7 +330,7 @@ fn inactive_producers_are_hidden_until_they_ping() {
     b.register("t2", None); // REGISTER does not refresh
     assert_eq!(lookup(&r, "t1").unwrap().1, ["node-1.example"]);
     assert_eq!(lookup(&r, "t2").unwrap().1, Vec::<String>::new());
-    assert_eq!(r.nodes().len(), 1);
+    assert_eq!(r.nodes().nodes.len(), 1);
     assert_eq!(
         r.debug().iter().map(|d| d.producers.len()).sum::<usize>(),
         6,
@@ -529,8 +530,8 @@ fn many_producers_many_topics() {
     for t in 0..50 {
         assert_eq!(lookup(&r, &format!("topic{t}")).unwrap().1.len(), 5);
     }
-    assert_eq!(r.nodes().len(), 10);
-    assert!(r.nodes().iter().all(|n| n.topics.len() == 25));
+    assert_eq!(r.nodes().nodes.len(), 10);
+    assert!(r.nodes().nodes.iter().all(|n| n.topics.len() == 25));
 }
 
 /// Renders `view` the way the HTTP handler does: cached body, or a fresh
@@ -542,12 +543,16 @@ fn view(r: &Registry, view: WholeView) -> (Bytes, bool) {
             let (body, _) = r.make_view(view, Encoding::Identity, generation, |r| match view {
                 WholeView::Topics => (Bytes::from(topics(r).join(",")), Nanos::MAX),
                 WholeView::Nodes => {
-                    let (nodes, until) = r.nodes_until();
-                    let text: Vec<String> = nodes
+                    let all = r.nodes();
+                    let text: Vec<String> = all
+                        .nodes
                         .iter()
-                        .map(|n| format!("{}:{:?}", n.producer.peer.broadcast_address, n.topics))
+                        .map(|n| {
+                            let topics: Vec<_> = all.topics_of(n).collect();
+                            format!("{}:{:?}", n.producer.peer.broadcast_address, topics)
+                        })
                         .collect();
-                    (Bytes::from(text.join(";")), until)
+                    (Bytes::from(text.join(";")), all.valid_until)
                 }
             });
             (Bytes::copy_from_slice(&body), false)

@@ -14,12 +14,41 @@ use super::producer::{IdHashing, Producer};
 use super::{Encoding, KeyEntry, Nanos, Registry, SharedBody};
 use crate::json;
 
+/// What `/nodes` shows: every active identified producer with the topics
+/// it is in, and until when that holds without a write.
+#[derive(Debug)]
+pub struct Nodes {
+    pub nodes: Vec<NodeView>,
+    /// Every topic name, in order; a node's topics are indexes into it.
+    /// (One list of names that renderers escape once and copy per node: at
+    /// `large` the five million names read one by one from wherever each
+    /// topic key lives took most of a render in cache and TLB misses.)
+    pub topics: Vec<Arc<str>>,
+    /// The next time a listed producer turns inactive or a listed
+    /// tombstone expires.
+    pub valid_until: Nanos,
+}
+
+impl Nodes {
+    /// The names of `node`'s topics, in order, each with "is it tombstoned
+    /// now".
+    pub fn topics_of<'a>(
+        &'a self,
+        node: &'a NodeView,
+    ) -> impl Iterator<Item = (&'a str, bool)> + 'a {
+        node.topics
+            .iter()
+            .map(|&(t, tombstoned)| (&*self.topics[t as usize], tombstoned))
+    }
+}
+
 /// A producer as `/nodes` lists it.
 #[derive(Debug)]
 pub struct NodeView {
     pub producer: Arc<Producer>,
-    /// The topics it is registered for, each with "is it tombstoned now".
-    pub topics: Vec<(Arc<str>, bool)>,
+    /// The topics it is registered for (indexes into [`Nodes::topics`], in
+    /// name order), each with "is it tombstoned now".
+    pub topics: Vec<(u32, bool)>,
 }
 
 /// One key with producers, as `/debug` lists it.
@@ -176,18 +205,15 @@ impl Registry {
     }
 
     /// `/nodes`: every active identified producer (tombstoned ones
-    /// included) with the topics it is in.
-    pub fn nodes(&self) -> Vec<NodeView> {
-        self.nodes_until().0
-    }
-
-    /// [`Registry::nodes`], with the instant until which it stays true
-    /// without a write: the next time a listed producer turns inactive or a
-    /// listed tombstone expires.
-    pub fn nodes_until(&self) -> (Vec<NodeView>, Nanos) {
+    /// included) with the topics it is in, and until when that holds.
+    pub fn nodes(&self) -> Nodes {
         let now = self.clock.now();
         let Some(client) = self.entry(RegistrationRef::client()) else {
-            return (Vec::new(), Nanos::MAX);
+            return Nodes {
+                nodes: Vec::new(),
+                topics: Vec::new(),
+                valid_until: Nanos::MAX,
+            };
         };
         let mut valid_until = Nanos::MAX;
         let mut nodes: Vec<NodeView> = client
@@ -225,7 +251,7 @@ impl Registry {
         // sorts of 10,000 names took most of a /nodes render).
         let mut entries = self.entries_of(Category::Topic);
         entries.sort_unstable_by(|a, b| a.registration.key.cmp(&b.registration.key));
-        for entry in entries {
+        for (t, entry) in entries.iter().enumerate() {
             for member in entry.producers.load().members() {
                 if let Some(&i) = index.get(&member.producer) {
                     let tombstoned = member.is_tombstoned(now, self.tombstone_lifetime);
@@ -233,13 +259,18 @@ impl Registry {
                         valid_until = valid_until
                             .min(member.tombstoned_at.saturating_add(self.tombstone_lifetime));
                     }
-                    nodes[i]
-                        .topics
-                        .push((Arc::clone(&entry.registration.key), tombstoned));
+                    nodes[i].topics.push((t as u32, tombstoned));
                 }
             }
         }
-        (nodes, valid_until)
+        Nodes {
+            nodes,
+            topics: entries
+                .iter()
+                .map(|e| Arc::clone(&e.registration.key))
+                .collect(),
+            valid_until,
+        }
     }
 
     /// `/debug`: every key that has producers, with each pair's raw state.
