@@ -4,7 +4,7 @@
 #
 #   perf/gzip.sh PRESET [ROUNDS [JSON]]              (default 3 rounds)
 #   RATE=N perf/gzip.sh PRESET [ROUNDS [JSON]]       (open loop at N/s)
-#
+
 # One server with PRESET's fleet registered, pinned to core 0 (the ceiling
 # servers too), loads from core 1, 64 keep-alive connections, 3 s of
 # warm-up + 8 s measured each. Each round, in turn:
@@ -67,7 +67,9 @@ for r in range(1, rounds + 1):
              "content_bytes": enc.get("content_body_bytes_mean", l.get("mean_body_bytes")),
              "answers_gzip": enc.get("answers_gzip", 0),
              "p50_us": l["latency"]["p50_us"], "p99_us": l["latency"]["p99_us"],
-             "p999_us": l["latency"]["p999_us"], "unsent": l.get("unsent", 0)}
+             "p999_us": l["latency"]["p999_us"], "unsent": l.get("unsent", 0),
+             "server_cores": (l.get("server") or {}).get("cores"),
+             "bench_cores": (l.get("load_generator") or {}).get("cores")}
         fig[k].append(f)
         tail = f", p99 {f['p99_us'] / 1000:.2f} / p99.9 {f['p999_us'] / 1000:.2f} ms" if l.get("rate") else ""
         line.append(f"{k} {f['per_second']:,.0f}/s ({f['wire_bytes']:,.0f} B{tail})")

@@ -105,6 +105,9 @@ pub(super) struct Rendered {
     compressing: Mutex<()>,
     /// The plain body's length, kept or not (what a compressed one saves).
     plain_len: usize,
+    /// Rendered for a gzip reader and served plain to it: the next gzip
+    /// reader compresses it, and then it is kept compressed only.
+    made_for_gzip: bool,
     /// Bytes of this rendering counted in the budget: given back when it
     /// is dropped, or as soon as its slot gives it up for a
     /// compressed-only copy (readers may still hold it a moment).
@@ -126,6 +129,7 @@ impl Rendered {
             gzip: OnceLock::new(),
             compressing: Mutex::new(()),
             plain_len,
+            made_for_gzip: false,
             accounted: AtomicUsize::new(0),
             budget: Arc::clone(budget),
         }
@@ -269,6 +273,8 @@ pub(super) struct Fresh {
     pub encoding: Encoding,
     pub body: Bytes,
     pub plain_len: usize,
+    /// A plain body made for a gzip reader (see `Rendered::made_for_gzip`).
+    pub for_gzip: bool,
 }
 
 /// One cached body and the generation it was rendered at, with no
@@ -323,6 +329,7 @@ impl ViewSlot {
                 encoding: Encoding::Identity,
                 body,
                 plain_len,
+                for_gzip: false,
             },
             budget,
         );
@@ -346,11 +353,18 @@ impl ViewSlot {
             encoding,
             body,
             plain_len,
+            for_gzip,
         } = fresh;
         if let Some(r) = &*self.rendered.load()
             && r.generation == generation
             && now < r.valid_until
         {
+            // A plain body only ever made for gzip readers gives way.
+            if encoding == Encoding::Gzip && r.made_for_gzip && r.plain().is_some() {
+                return self
+                    .give_up_plain_of(r, Some(body.clone()))
+                    .unwrap_or_else(|| body.into());
+            }
             return match r.fill(encoding, body) {
                 Ok(kept) => kept,
                 Err(gz) if encoding == Encoding::Gzip && r.plain().is_some() => self
@@ -364,7 +378,9 @@ impl ViewSlot {
         if !budget.try_take(len) {
             return SharedBody(Shared::Own(body));
         }
-        let rendered = Arc::new(Rendered::new(generation, valid_until, plain_len, budget));
+        let mut rendered = Rendered::new(generation, valid_until, plain_len, budget);
+        rendered.made_for_gzip = for_gzip && encoding == Encoding::Identity;
+        let rendered = Arc::new(rendered);
         rendered.accounted.store(len, Ordering::Release);
         let _ = rendered.slot(encoding).set(body);
         let served = SharedBody(Shared::Cached(Arc::clone(&rendered), encoding));
@@ -543,6 +559,7 @@ mod tests {
             encoding,
             body: Bytes::from_static(body),
             plain_len,
+            for_gzip: false,
         }
     }
 

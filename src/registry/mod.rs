@@ -345,6 +345,7 @@ impl Registry {
         self.complete(
             current,
             want,
+            false,
             now,
             || {
                 self.counts.view_renders.fetch_add(1, Ordering::Relaxed);
@@ -385,11 +386,15 @@ impl Registry {
     /// with), serve `want` if it is there; else add it (compress the plain
     /// body once, or render the plain one again); with no current
     /// rendering, render with `render` (the body and until when it holds).
-    /// `keep` keeps what was made (see `ViewSlot::store_as`).
+    /// `keep` keeps what was made (see `ViewSlot::store_as`). With `defer`,
+    /// an answer is compressed when a gzip reader asks for it a second
+    /// time (lookups); otherwise at the first (whole views, too costly to
+    /// send plain).
     fn complete(
         &self,
         current: Result<Arc<cache::Rendered>, Generation>,
         want: Encoding,
+        defer: bool,
         now: Nanos,
         render: impl FnOnce() -> (Bytes, Nanos),
         keep: impl Fn(Fresh) -> SharedBody,
@@ -406,6 +411,7 @@ impl Registry {
             encoding,
             body,
             plain_len,
+            for_gzip: false,
         };
         if let Ok(r) = current {
             if let Some(body) = r.serve(want) {
@@ -442,6 +448,22 @@ impl Registry {
         }
         let (body, valid_until) = render();
         let len = body.len();
+        if want == Encoding::Gzip && c.worth_it(len) && defer {
+            // The first gzip reader since the change gets it plain; the
+            // next one compresses it. An answer that changes before it is
+            // read again (a topic of a node that reconnects, under churn)
+            // is then never compressed for nothing.
+            let plain = Fresh {
+                for_gzip: true,
+                ..fresh(valid_until, Encoding::Identity, body.clone(), len)
+            };
+            let kept = keep(plain);
+            if kept.is_cached() {
+                return (kept, Encoding::Identity);
+            }
+            // No room to remember it plain: compressed now, and kept in a
+            // tenth of the room if that is there.
+        }
         if want == Encoding::Gzip && c.worth_it(len) {
             self.counts.gzip_renders.fetch_add(1, Ordering::Relaxed);
             let gz = fresh(valid_until, Encoding::Gzip, c.gzip(&body), len);

@@ -102,7 +102,8 @@ impl Registry {
 
     /// The `/lookup` answer in the encoding a client wants: gzip-compressed
     /// when it accepts gzip and the answer is worth compressing (each
-    /// answer compressed once per change, when a gzip client first asks),
+    /// answer compressed once per change, when a gzip client asks for it a
+    /// second time: the first gets it plain),
     /// plain otherwise; with the encoding it is in.
     pub fn lookup_as(&self, topic: &str, want: Encoding) -> Option<(SharedBody, Encoding)> {
         if want == Encoding::Identity || self.compression.gzip_level.is_none() {
@@ -115,11 +116,19 @@ impl Registry {
             if let Ok(gz) = t.cache.get_as(now, Encoding::Gzip) {
                 return Some((gz, Encoding::Gzip));
             }
+            // A small answer (most at `small`) stays plain for everyone:
+            // the plain hit, as cheap as a plain reader's.
+            if let Ok(plain) = t.cache.get(now)
+                && !self.compression.worth_it(plain.len())
+            {
+                return Some((plain, Encoding::Identity));
+            }
             (Arc::clone(&t.entry), t.cache.current(now))
         };
         Some(self.complete(
             current,
             want,
+            true,
             now,
             || {
                 self.counts.lookup_renders.fetch_add(1, Ordering::Relaxed);
