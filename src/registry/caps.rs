@@ -13,12 +13,12 @@
 //! `create_*`) stay for cluster mode's applier, which mirrors what other
 //! replicas already hold and must never refuse it, and for tests.
 //!
-//! Why two caps: memory grows with both. A membership costs about 28 bytes
+//! Why two caps: memory grows with both. A membership costs about 27 bytes
 //! (its `Member` in the key's producer set and its slot in the producer's
-//! key list); a key costs about ten times that (the map entries, the
-//! names, the producer set and the cached answer's slot), and keys outlive
-//! their producers (UNREGISTER leaves a non-ephemeral key behind, and
-//! `/topic/create` makes keys with none), so a cap on memberships alone
+//! key list); a key about 350 (the map entries, the names, the producer
+//! set and the cached answer's slot), and keys outlive their producers
+//! (UNREGISTER leaves a non-ephemeral key behind, `/topic/create` makes
+//! keys with none), so a cap on memberships alone
 //! leaves a fleet of unique names, or a register/unregister loop over new
 //! names, unbounded. Measured figures: README, "Limits".
 
@@ -28,12 +28,12 @@ use super::{Change, ProducerHandle, RegisterOutcome, RegistrationRef, Registry};
 
 /// Default `--max-registrations`: 50 million (key, producer) pairs, twice
 /// the `large` preset (25 million); about 1.3 GiB of registry at the
-/// measured 28 bytes each.
+/// measured 27 bytes each.
 pub const DEFAULT_MAX_REGISTRATIONS: u64 = 50_000_000;
 
 /// Default `--max-keys`: 2 million topic and channel keys, twenty times the
-/// `large` preset (100,000); about 0.6 GiB at the measured 300 bytes each
-/// (names of up to 20 bytes; longer names cost more).
+/// `large` preset (100,000); about 0.65 GiB at the measured 350 bytes each
+/// (names of about 12 bytes; longer names cost more).
 pub const DEFAULT_MAX_KEYS: u64 = 2_000_000;
 
 /// The caps (see the module doc).
