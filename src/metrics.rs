@@ -128,6 +128,19 @@ impl Collector for Exporter {
             "(key, producer) registrations held, all categories",
             as_i64(counts.registrations.load(Relaxed)),
         )?;
+        let caps = self.registry.caps();
+        gauge(
+            &mut e,
+            "nsqlookupd_registrations_limit",
+            "Most (key, producer) registrations held (--max-registrations)",
+            as_i64(caps.max_registrations),
+        )?;
+        gauge(
+            &mut e,
+            "nsqlookupd_keys_limit",
+            "Most topic and channel keys held (--max-keys)",
+            as_i64(caps.max_keys),
+        )?;
         gauge(
             &mut e,
             "nsqlookupd_lookup_cache_bytes",
@@ -210,6 +223,17 @@ impl Collector for Exporter {
                 .encode(refused.encode_family(&labels)?)?;
         }
 
+        let mut refused = e.encode_descriptor(
+            "nsqlookupd_registrations_refused",
+            "REGISTERs and admin creates refused because the registry is full, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for limit in [Limit::Registrations, Limit::Keys] {
+            ConstCounter::new(s.limit_hits(limit))
+                .encode(refused.encode_family(&[("reason", limit.name())])?)?;
+        }
+
         let mut limits = e.encode_descriptor(
             "nsqlookupd_limit_hits",
             "Times a client ran into a configured limit, by limit",
@@ -236,7 +260,7 @@ impl Collector for Exporter {
         }
         let mut errors = e.encode_descriptor(
             "nsqlookupd_tcp_errors",
-            "Fatal TCP protocol errors sent, by code",
+            "TCP protocol errors sent, by code (all fatal but E_REGISTRATION_LIMIT)",
             None,
             MetricType::Counter,
         )?;

@@ -167,6 +167,7 @@ impl Server {
                 tombstone_lifetime: options.tombstone_lifetime,
                 lookup_cache_size: options.lookup_cache_size,
                 compression: options.compression,
+                caps: options.caps,
             },
             observer,
         ));

@@ -19,6 +19,10 @@ pub enum Limit {
     IdentifyBodySize,
     /// `--max-registrations-per-connection`.
     RegistrationsPerConnection,
+    /// `--max-registrations`: a REGISTER refused, the registry is full.
+    Registrations,
+    /// `--max-keys`: a REGISTER or an admin create refused, no room for a key.
+    Keys,
     /// `--tcp-idle-timeout`: a registration connection went silent.
     TcpIdleTimeout,
     /// `--max-tcp-connections`: a connection refused at accept.
@@ -34,10 +38,12 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 10] = [
         Limit::CommandSize,
         Limit::IdentifyBodySize,
         Limit::RegistrationsPerConnection,
+        Limit::Registrations,
+        Limit::Keys,
         Limit::TcpIdleTimeout,
         Limit::TcpConnections,
         Limit::HttpConnections,
@@ -51,6 +57,8 @@ impl Limit {
             Limit::CommandSize => "max_command_size",
             Limit::IdentifyBodySize => "max_identify_body_size",
             Limit::RegistrationsPerConnection => "max_registrations_per_connection",
+            Limit::Registrations => "max_registrations",
+            Limit::Keys => "max_keys",
             Limit::TcpIdleTimeout => "tcp_idle_timeout",
             Limit::TcpConnections => "max_tcp_connections",
             Limit::HttpConnections => "max_http_connections",
@@ -89,12 +97,13 @@ pub const HTTP_STATUSES: [&str; 8] = ["200", "301", "307", "400", "404", "405", 
 pub const TCP_COMMANDS: [&str; 5] = ["PING", "IDENTIFY", "REGISTER", "UNREGISTER", "other"];
 
 /// TCP error codes as metric labels.
-pub const TCP_ERROR_CODES: [&str; 5] = [
+pub const TCP_ERROR_CODES: [&str; 6] = [
     "E_INVALID",
     "E_BAD_BODY",
     "E_BAD_TOPIC",
     "E_BAD_CHANNEL",
     "E_BAD_PROTOCOL",
+    "E_REGISTRATION_LIMIT",
 ];
 
 /// Upper bounds (seconds) of the request latency histogram buckets.
@@ -242,6 +251,9 @@ pub struct Stats {
     pub tcp_commands: [[AtomicU64; 2]; TCP_COMMANDS.len()],
     /// By [`TCP_ERROR_CODES`] index.
     pub tcp_errors: [AtomicU64; TCP_ERROR_CODES.len()],
+    /// Writes refused by `--max-registrations` / `--max-keys`, for their
+    /// warning (at most one line a second, with a count).
+    pub cap_refusals: LogThrottle,
 }
 
 impl Stats {
@@ -312,6 +324,13 @@ impl Drop for GaugeGuard<'_> {
 pub struct LogThrottle {
     interval: Duration,
     state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Default for LogThrottle {
+    /// At most one line a second.
+    fn default() -> Self {
+        LogThrottle::new(Duration::from_secs(1))
+    }
 }
 
 impl LogThrottle {

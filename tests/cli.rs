@@ -412,6 +412,15 @@ fn bad_command_lines_exit_2_with_one_line_naming_the_flag() {
             &[LOCAL_TCP, LOCAL_HTTP, "--max-command-size=0"],
             &["max-command-size"],
         ),
+        (
+            &[LOCAL_TCP, LOCAL_HTTP, "--max-registrations=0"],
+            &["max-registrations"],
+        ),
+        (
+            &[LOCAL_TCP, LOCAL_HTTP, "--max-registrations=lots"],
+            &["max-registrations", "lots"],
+        ),
+        (&[LOCAL_TCP, LOCAL_HTTP, "--max-keys=-1"], &["max-keys"]),
         (&[LOCAL_HTTP, "--tcp-address"], &["tcp-address"]),
         (
             &[LOCAL_TCP, LOCAL_HTTP, "--tcp-allow=10.0.0.0/33"],

@@ -415,7 +415,7 @@ fn run_session(chunks: &[&[u8]], max_registrations: usize) -> Vec<Event> {
             };
             match decoded {
                 Ok(Some(frame)) => match session.apply(frame) {
-                    Reply::Send(data) => events.push(Event::Send(data)),
+                    Reply::Send(data) | Reply::Error(data) => events.push(Event::Send(data)),
                     Reply::ReadIdentifyBody => codec.expect_identify_body(),
                     Reply::Fatal(data) => {
                         events.push(Event::Fatal(data));

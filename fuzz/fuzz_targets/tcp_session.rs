@@ -72,7 +72,7 @@ fn drive(chunks: &[&[u8]]) -> Vec<Event> {
             };
             match decoded {
                 Ok(Some(frame)) => match session.apply(frame) {
-                    Reply::Send(data) => events.push(Event::Send(data)),
+                    Reply::Send(data) | Reply::Error(data) => events.push(Event::Send(data)),
                     Reply::ReadIdentifyBody => codec.expect_identify_body(),
                     Reply::Fatal(data) => {
                         events.push(Event::Fatal(data));

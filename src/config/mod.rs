@@ -29,7 +29,7 @@ use crate::access::AccessOptions;
 use crate::access::auth::AuthMethod;
 use crate::allow::AllowList;
 use crate::http::HttpLimits;
-use crate::registry::Compression;
+use crate::registry::{Caps, Compression};
 use crate::tcp::TcpLimits;
 
 /// Log verbosity, lowest first.
@@ -181,6 +181,16 @@ struct Cli {
     #[arg(long, value_name = "N", default_value = "100000", value_parser = parse_size,
         help_heading = "Limits")]
     max_registrations_per_connection: usize,
+
+    /// most (key, producer) registrations held in all; a REGISTER beyond is refused (E_REGISTRATION_LIMIT, not fatal)
+    #[arg(long, value_name = "N", default_value = "50000000", value_parser = parse_size,
+        help_heading = "Limits")]
+    max_registrations: usize,
+
+    /// most topic and channel keys held; a REGISTER or /topic|channel/create needing more is refused
+    #[arg(long, value_name = "N", default_value = "2000000", value_parser = parse_size,
+        help_heading = "Limits")]
+    max_keys: usize,
 
     /// close a TCP connection that sends nothing (not even PING) for this long, 0 = never; nsqd PINGs every 15s
     #[arg(long, value_name = "DURATION", default_value = "1m0s", value_parser = parse_duration,
@@ -382,6 +392,8 @@ pub struct Options {
     pub log_prefix: String,
     pub log_format: LogFormat,
     pub lookup_cache_size: usize,
+    /// `--max-registrations`, `--max-keys`.
+    pub caps: Caps,
     /// `--tcp-allow`: None lets everyone connect.
     pub tcp_allow: Option<AllowList>,
     pub tcp_limits: TcpLimits,
@@ -687,6 +699,10 @@ fn resolve(
     let log_prefix = pick!(log_prefix, string);
     let log_format = pick!(log_format, parse_log_format);
     let lookup_cache_size = pick!(lookup_cache_size, parse_size);
+    let caps = Caps {
+        max_registrations: pick!(max_registrations, parse_size) as u64,
+        max_keys: pick!(max_keys, parse_size) as u64,
+    };
     let compression = Compression {
         gzip_level: pick!(http_compression, parse_bool)
             .then_some(pick!(http_gzip_level, parse_gzip_level)),
@@ -747,6 +763,7 @@ fn resolve(
         log_prefix,
         log_format,
         lookup_cache_size,
+        caps,
         tcp_allow,
         tcp_limits: TcpLimits {
             max_command_size,

@@ -11,7 +11,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::header::{ACCEPT_ENCODING, AUTHORIZATION};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::query::Params;
 use super::response::{self, Body};
@@ -34,6 +34,8 @@ const INVALID_ARG_TOPIC: Failure = (StatusCode::BAD_REQUEST, "INVALID_ARG_TOPIC"
 const MISSING_ARG_CHANNEL: Failure = (StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL");
 const INVALID_ARG_CHANNEL: Failure = (StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL");
 const MISSING_ARG_NODE: Failure = (StatusCode::BAD_REQUEST, "MISSING_ARG_NODE");
+/// An admin create refused by `--max-keys`.
+const KEY_LIMIT: Failure = (StatusCode::INSUFFICIENT_STORAGE, "KEY_LIMIT");
 
 /// Percent-decodes a request path (Go's `URL.Path`); `None` if malformed.
 /// Borrows in the common case (no escapes).
@@ -220,9 +222,9 @@ async fn endpoint_response(
         Endpoint::Lookup => lookup(registry, &params, want)
             .inspect(|a| a.iter().for_each(|a| counted(&ctx.stats, a))),
         Endpoint::Channels => channels(registry, &ctx.stats, &params, want),
-        Endpoint::TopicCreate => topic_create(registry, &params),
+        Endpoint::TopicCreate => topic_create(registry, &ctx.stats, &params),
         Endpoint::TopicDelete => topic_delete(registry, &params),
-        Endpoint::ChannelCreate => channel_create(registry, &params),
+        Endpoint::ChannelCreate => channel_create(registry, &ctx.stats, &params),
         Endpoint::ChannelDelete => channel_delete(registry, &params),
         Endpoint::TopicTombstone => topic_tombstone(registry, &params),
         _ => unreachable!("parameterless endpoints answered above"),
@@ -392,11 +394,26 @@ fn channels(registry: &Registry, stats: &Stats, params: &Params<'_>, want: Encod
     Ok(Some(encoded(registry, stats, want, Bytes::from(out))))
 }
 
-fn topic_create(registry: &Registry, params: &Params<'_>) -> Answer {
+fn topic_create(registry: &Registry, stats: &Stats, params: &Params<'_>) -> Answer {
     let topic = name(params, "topic", MISSING_ARG_TOPIC, INVALID_ARG_TOPIC)?;
     info!(topic, "DB: adding topic({topic})");
-    registry.create_topic(topic);
+    registry
+        .try_create_topic(topic)
+        .map_err(|_| key_limit(registry, stats))?;
     Ok(None)
+}
+
+/// An admin create refused by `--max-keys`: counted, and logged at most
+/// once a second with the count (as refused REGISTERs are).
+fn key_limit(registry: &Registry, stats: &Stats) -> Failure {
+    stats.limit_hit(Limit::Keys);
+    if let Some(n) = stats.cap_refusals.hit() {
+        warn!(
+            "refused {n} write(s) to the registry: --max-keys={} reached (last: an admin create)",
+            registry.caps().max_keys
+        );
+    }
+    KEY_LIMIT
 }
 
 fn topic_delete(registry: &Registry, params: &Params<'_>) -> Answer {
@@ -414,13 +431,15 @@ fn topic_channel<'p>(params: &'p Params<'_>) -> Result<(&'p str, &'p str), Failu
     Ok((topic, channel))
 }
 
-fn channel_create(registry: &Registry, params: &Params<'_>) -> Answer {
+fn channel_create(registry: &Registry, stats: &Stats, params: &Params<'_>) -> Answer {
     let (topic, channel) = topic_channel(params)?;
     info!(
         topic,
         channel, "DB: adding channel({channel}) in topic({topic})"
     );
-    registry.create_channel(topic, channel);
+    registry
+        .try_create_channel(topic, channel)
+        .map_err(|_| key_limit(registry, stats))?;
     Ok(None)
 }
 

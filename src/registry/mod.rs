@@ -23,6 +23,9 @@
 //!   per request; each kept plain, gzip-compressed (`gzip`: for clients that
 //!   accept it), or both, as readers ask.
 //!
+//! - Global caps on what a fleet may make it hold (`caps.rs`:
+//!   `--max-registrations`, `--max-keys`), checked by the capped writes.
+//!
 //! - An optional [`Observer`] hears of every write (see `observer.rs`):
 //!   the cluster replicator follows this replica's own writes through it.
 //!
@@ -38,6 +41,7 @@
 //! not stall other writers.
 
 mod cache;
+mod caps;
 mod clock;
 mod gzip;
 mod key;
@@ -66,6 +70,7 @@ pub use views::{DebugEntry, DebugProducer, GO_ZERO_TIME_UNIX_NANOS, NodeView, No
 
 use cache::{CacheBudget, Fresh, LookupCache, ViewSlot};
 pub use cache::{Encoding, Generation, SharedBody};
+pub use caps::{CapHit, Caps, DEFAULT_MAX_KEYS, DEFAULT_MAX_REGISTRATIONS};
 pub use gzip::Compression;
 
 /// The registry's timing rules (spec section 2).
@@ -80,6 +85,8 @@ pub struct RegistryOptions {
     pub lookup_cache_size: usize,
     /// How answers are compressed for gzip clients.
     pub compression: Compression,
+    /// What REGISTER and the admin creates may add (see `caps.rs`).
+    pub caps: Caps,
 }
 
 impl Default for RegistryOptions {
@@ -89,6 +96,7 @@ impl Default for RegistryOptions {
             tombstone_lifetime: Duration::from_secs(45),
             lookup_cache_size: 1 << 30,
             compression: Compression::default(),
+            caps: Caps::default(),
         }
     }
 }
@@ -189,6 +197,8 @@ pub struct Registry {
     tombstone_lifetime: Nanos,
     /// Told of every write (see [`Registry::report`]).
     observer: Option<Arc<dyn Observer>>,
+    /// `--max-registrations`, `--max-keys` (see `caps.rs`).
+    caps: Caps,
 }
 
 impl Registry {
@@ -214,6 +224,7 @@ impl Registry {
             inactive_timeout: duration_nanos(options.inactive_producer_timeout),
             tombstone_lifetime: duration_nanos(options.tombstone_lifetime),
             observer,
+            caps: options.caps,
         }
     }
 
@@ -854,8 +865,14 @@ impl ProducerHandle {
     /// REGISTER topic [channel]. Names must already be valid.
     pub fn register(&mut self, topic: &str, channel: Option<&str>) -> RegisterOutcome {
         let registry = Arc::clone(&self.registry);
-        let id = self.producer.id;
         let _w = registry.lock();
+        self.register_locked(topic, channel)
+    }
+
+    /// [`ProducerHandle::register`] with the writer lock held.
+    fn register_locked(&mut self, topic: &str, channel: Option<&str>) -> RegisterOutcome {
+        let registry = Arc::clone(&self.registry);
+        let id = self.producer.id;
         let mut outcome = RegisterOutcome::default();
         if let Some(channel) = channel {
             let entry = registry.ensure_key(RegistrationRef::channel(topic, channel));

@@ -110,7 +110,7 @@ async fn run(
             }
             match decoded {
                 Ok(Some(frame)) => match session.apply(frame) {
-                    Reply::Send(data) => put_frame(&mut output, &data),
+                    Reply::Send(data) | Reply::Error(data) => put_frame(&mut output, &data),
                     Reply::ReadIdentifyBody => codec.expect_identify_body(),
                     Reply::Fatal(data) => {
                         put_frame(&mut output, &data);

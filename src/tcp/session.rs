@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::codec::{Command, Frame};
 use super::identify::{IdentifyBody, IdentifyError};
 use crate::names::is_valid_name;
-use crate::registry::{PeerInfo, ProducerHandle, Registry};
+use crate::registry::{CapHit, PeerInfo, ProducerHandle, Registry};
 use crate::stats::{Limit, Stats};
 
 /// What the connection must do after a frame.
@@ -28,6 +28,11 @@ pub enum Reply {
     ReadIdentifyBody,
     /// Send this error frame, then close the connection.
     Fatal(Bytes),
+    /// Send this error frame and go on: the one error that is not fatal,
+    /// a REGISTER refused by `--max-registrations` or `--max-keys` (closing
+    /// would drop everything the nsqd already registered, and nsqd would
+    /// reconnect and re-register all of it every 15 s).
+    Error(Bytes),
 }
 
 const OK: &[u8] = b"OK";
@@ -87,7 +92,9 @@ impl Session {
         let reply = self.reply(frame);
         match &reply {
             Reply::Send(_) => self.stats.tcp_command(command, None),
-            Reply::Fatal(error) => self.stats.tcp_command(command, Some(error)),
+            Reply::Fatal(error) | Reply::Error(error) => {
+                self.stats.tcp_command(command, Some(error))
+            }
             Reply::ReadIdentifyBody => {}
         }
         reply
@@ -189,7 +196,9 @@ impl Session {
             .as_deref()
             .map(|c| std::str::from_utf8(c).expect("valid names are ASCII"));
         if command == b"REGISTER" {
-            producer.register(topic, channel);
+            if let Err(hit) = producer.try_register(topic, channel) {
+                return self.refused(hit, topic, channel);
+            }
             if producer.registration_count() > self.max_registrations {
                 // Fatal: the connection closes and takes its keys with it.
                 self.stats.limit_hit(Limit::RegistrationsPerConnection);
@@ -204,6 +213,24 @@ impl Session {
             producer.unregister(topic, channel);
         }
         Reply::Send(Bytes::from_static(OK))
+    }
+
+    /// A REGISTER the registry's caps refused: counted, logged at most once
+    /// a second (with the count since the last line), answered with a
+    /// non-fatal `E_REGISTRATION_LIMIT`.
+    fn refused(&self, hit: CapHit, topic: &str, channel: Option<&str>) -> Reply {
+        let (limit, what, max) = match hit {
+            CapHit::Registrations(max) => (Limit::Registrations, "registrations", max),
+            CapHit::Keys(max) => (Limit::Keys, "topic and channel keys", max),
+        };
+        self.stats.limit_hit(limit);
+        if let Some(n) = self.stats.cap_refusals.hit() {
+            warn!(peer = %self.peer, topic, channel = channel.unwrap_or_default(),
+                "refused {n} write(s) to the registry: --{}={max} reached (last: client({}) REGISTER {topic} {})",
+                limit.name().replace('_', "-"), self.peer, channel.unwrap_or_default());
+        }
+        let text = format!("E_REGISTRATION_LIMIT REGISTER registry full ({max} {what})");
+        Reply::Error(Bytes::from(text))
     }
 }
 
@@ -235,6 +262,7 @@ mod tests {
         match r {
             Reply::Send(b) => format!("send {}", String::from_utf8_lossy(&b)),
             Reply::Fatal(b) => format!("fatal {}", String::from_utf8_lossy(&b)),
+            Reply::Error(b) => format!("error {}", String::from_utf8_lossy(&b)),
             Reply::ReadIdentifyBody => "read body".into(),
         }
     }
@@ -320,6 +348,49 @@ mod tests {
             "fatal E_INVALID REGISTER registration limit reached (5 keys per connection)"
         );
         assert_eq!(s.stats.limit_hits(Limit::RegistrationsPerConnection), 1);
+    }
+
+    #[test]
+    fn registry_cap_refuses_without_closing() {
+        use crate::registry::Caps;
+        let registry = Arc::new(Registry::new(RegistryOptions {
+            caps: Caps {
+                max_registrations: 3,
+                max_keys: 100,
+            },
+            ..RegistryOptions::default()
+        }));
+        let mut s = Session::new(
+            Arc::clone(&registry),
+            "127.0.0.1:5000".parse().unwrap(),
+            Bytes::from_static(b"{me}"),
+            100,
+            Arc::new(Stats::default()),
+        );
+        identify(&mut s); // client: 1
+        assert_eq!(text(s.apply(register("t", Some("c")))), "send OK"); // 3
+        let refused = s.apply(register("u", None));
+        assert_eq!(
+            refused,
+            Reply::Error(Bytes::from_static(
+                b"E_REGISTRATION_LIMIT REGISTER registry full (3 registrations)"
+            ))
+        );
+        assert_eq!(s.stats.limit_hits(Limit::Registrations), 1);
+        assert_eq!(
+            s.stats.tcp_commands[2][1].load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // The connection goes on: held registrations answer, PING works.
+        assert_eq!(text(s.apply(register("t", Some("c")))), "send OK");
+        assert_eq!(text(s.apply(Frame::Command(Command::Ping))), "send OK");
+        assert!(registry.lookup("t").is_some());
+        let unregister = Frame::Command(Command::Unregister {
+            topic: Some(Bytes::from_static(b"t")),
+            channel: Some(Bytes::from_static(b"c")),
+        });
+        assert_eq!(text(s.apply(unregister)), "send OK");
+        assert_eq!(text(s.apply(register("u", None))), "send OK");
     }
 
     #[test]
