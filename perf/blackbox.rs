@@ -626,3 +626,158 @@ async fn consumers_over_mutual_tls_send_the_bearer_secret() {
     assert!(accepted > 2, "{accepted} connections");
     assert_eq!(srv.sessions.load(std::sync::atomic::Ordering::Relaxed), 2);
 }
+
+/// `soak` against the real server for a few seconds, sampled every
+/// 500 ms, with every kind of fleet change (churn, topics taken out and
+/// back, ephemeral topics) at a high rate and a reconnect storm: it has
+/// samples, per-minute rows, a drift figure, no error, and it passes;
+/// its ephemeral topics came and went from the server's registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_samples_the_server_and_passes() {
+    let srv = start_server().await;
+    let (tcp, http) = (srv.tcp.to_string(), srv.http.to_string());
+    let pid = std::process::id().to_string();
+    let Cmd::Soak(args) = cli(&[
+        "soak",
+        "--tcp-address",
+        &tcp,
+        "--http-address",
+        &http,
+        "--server-pid",
+        &pid,
+        "--nodes",
+        "50",
+        "--topics-per-node",
+        "10",
+        "--topic-universe",
+        "100",
+        "--workers",
+        "4",
+        "--duration",
+        "4s",
+        "--sample-every",
+        "500ms",
+        "--rate-measure",
+        "500ms",
+        "--drift-base-start",
+        "500ms",
+        "--drift-window",
+        "1s",
+        "--max-rss-drift-pct",
+        "100",
+        "--ping-interval",
+        "300ms",
+        "--churn",
+        "0.2",
+        "--unregister-rate",
+        "0.2",
+        "--unregister-hold",
+        "300ms",
+        "--ephemeral-rate",
+        "40",
+        "--ephemeral-life",
+        "500ms",
+        "--check-sample",
+        "0.5",
+        "--nodes-pct",
+        "2",
+        "--topics-pct",
+        "2",
+        "--fault",
+        "storm@2s",
+    ]) else {
+        unreachable!()
+    };
+    let r = crate::soak::soak(args).await.expect("soak runs").report;
+    let t = r.table();
+    assert!(r.passed, "{t}");
+    let s = r.soak.as_ref().expect("soak section");
+    assert!(s.samples.len() >= 7, "{t}");
+    assert!(s.samples.iter().all(|x| x.rss_kib.is_some() && x.fds.is_some()), "{t}");
+    assert!(s.errors.is_empty(), "{t}");
+    assert_eq!(s.tcp_over_1s, 0, "{t}");
+    assert!(s.measured_max_per_second.is_some_and(|m| m > 0.0), "{t}");
+    assert_eq!(s.minutes.len(), 1, "{t}");
+    assert!(s.minutes[0].lookup.count > 0, "{t}");
+    assert!(s.drift.rss.is_some() && s.drift.fds.is_some(), "{t}");
+    // The gauges of this server's /metrics are recorded.
+    assert!(
+        s.samples
+            .iter()
+            .any(|x| x.gauges.get("nsqlookupd_producers").is_some()),
+        "{t}"
+    );
+    assert!(s.metrics.contains("gauges recorded"), "{t}");
+    // Every kind of change happened, and was checked.
+    assert!(s.churn_restarts > 0 && s.unregister_orders > 0, "{t}");
+    assert!(s.ephemeral_removed > 10, "{t}");
+    assert!(s.soak_checks > 10 && s.soak_checks_failed == 0, "{t}");
+    assert_eq!(s.faults.len(), 1, "{t}");
+    assert!(s.faults[0].passed, "{t}");
+    assert!(r.checks.sampled > 50 && r.checks.final_checked == 100, "{t}");
+    // The ephemeral topics unregistered are gone from the registry: it
+    // holds the workload's 100 topics and the few still live.
+    let mut c = crate::httpc::HttpConn::plain(&http);
+    let v: serde_json::Value = serde_json::from_slice(
+        c.get("/topics", std::time::Duration::from_secs(5))
+            .await
+            .expect("/topics answers")
+            .body,
+    )
+    .unwrap();
+    let topics = v["topics"].as_array().unwrap().len() as u64;
+    assert!(
+        topics >= 100 && topics <= 100 + s.ephemeral_created - s.ephemeral_removed,
+        "{topics} topics, {} ephemeral created, {} removed",
+        s.ephemeral_created,
+        s.ephemeral_removed
+    );
+    assert!(t.contains("errors by kind: none"), "{t}");
+    srv.shutdown().await;
+}
+
+/// A server without /metrics (as the original Go one): the soak records
+/// no gauges and still runs; a soak given several addresses is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_without_metrics_and_with_two_addresses() {
+    let srv = start_server_with(&["--metrics-allow=10.9.9.9/32"]).await;
+    let (tcp, http) = (srv.tcp.to_string(), srv.http.to_string());
+    let Cmd::Soak(args) = cli(&[
+        "soak",
+        "--tcp-address",
+        &tcp,
+        "--http-address",
+        &http,
+        "--preset",
+        "small",
+        "--nodes",
+        "10",
+        "--duration",
+        "1s",
+        "--sample-every",
+        "500ms",
+        "--rate",
+        "200",
+        "--workers",
+        "2",
+    ]) else {
+        unreachable!()
+    };
+    let r = crate::soak::soak(args).await.expect("soak runs").report;
+    let t = r.table();
+    assert!(r.passed, "{t}");
+    let s = r.soak.as_ref().unwrap();
+    assert!(s.samples.iter().all(|x| x.gauges.is_empty()), "{t}");
+    assert!(s.metrics.contains("answered 403"), "{t}");
+    assert_eq!(s.rate, 200.0);
+    // No --server-pid: no drift, and said so; the run is too short anyway.
+    assert!(s.drift.not_computed.is_some(), "{t}");
+    assert!(t.contains("drift: not computed"), "{t}");
+
+    let two = format!("{tcp},{tcp}");
+    let Cmd::Soak(args) = cli(&["soak", "--tcp-address", &two, "--http-address", &http]) else {
+        unreachable!()
+    };
+    assert!(crate::soak::soak(args).await.is_err());
+    srv.shutdown().await;
+}

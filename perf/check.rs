@@ -45,6 +45,10 @@ pub struct Carrier {
     pub must_appear: bool,
     /// Reconnected at some point, so two listings are tolerated.
     pub may_repeat: bool,
+    /// Its `UNREGISTER` of the topic was answered OK before the request
+    /// and it had not registered it again when the answer arrived, in the
+    /// same session (the soak's UNREGISTER share): it must not be listed.
+    pub must_not_appear: bool,
 }
 
 /// Checks one `/lookup` answer body for `topic`; returns the problems found
@@ -111,6 +115,11 @@ pub fn check_lookup(w: &Workload, topic: usize, body: &[u8], carriers: &[Carrier
         }
         if n > 1 && !c.may_repeat {
             problems.push(format!("lookup {name}: producer {addr} listed {n} times"));
+        }
+        if n > 0 && c.must_not_appear {
+            problems.push(format!(
+                "lookup {name}: producer {addr} listed after its UNREGISTER was answered OK"
+            ));
         }
     }
     problems.truncate(5);
@@ -252,6 +261,7 @@ mod tests {
                 node,
                 must_appear: true,
                 may_repeat: false,
+                must_not_appear: false,
             })
             .collect()
     }
@@ -291,6 +301,13 @@ mod tests {
         assert!(check_lookup(&w, 3, &body(&["c0", "c1"], &[0, 2, 2, 4, 6]), &carriers).is_empty());
         // ...but a node that never carried the topic is still wrong.
         assert!(!check_lookup(&w, 3, &body(&["c0", "c1"], &[0, 2, 4, 6, 9]), &carriers).is_empty());
+        // A node whose UNREGISTER was answered may not be listed.
+        let mut carriers = stable(&w, 3);
+        carriers[2].must_appear = false;
+        carriers[2].must_not_appear = true; // node 4
+        assert!(check_lookup(&w, 3, &body(&["c0", "c1"], &[0, 2, 6, 8]), &carriers).is_empty());
+        let p = check_lookup(&w, 3, &body(&["c0", "c1"], &[0, 2, 4, 6, 8]), &carriers);
+        assert!(p[0].contains("node-00004.bench listed after its UNREGISTER"), "{p:?}");
     }
 
     #[test]

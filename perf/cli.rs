@@ -49,6 +49,13 @@ pub enum Cmd {
     /// with its full and correct producer set (the fleet being registered
     /// elsewhere with the same workload options).
     Converge(ConvergeArgs),
+    /// Endurance: a fleet of nsqd connections (one command at a time,
+    /// pings, churn, UNREGISTERs, topics that appear and disappear) and
+    /// open-loop consumers for --duration (default 10m), answers checked
+    /// throughout, the server's RSS, descriptors, CPU and /metrics gauges
+    /// sampled every --sample-every; fails on any error, any TCP answer of
+    /// 1 s or more, or memory or descriptor drift over the bounds.
+    Soak(SoakArgs),
     /// (internal) The ceiling server process.
     #[command(hide = true)]
     ServeCeiling(ServeCeilingArgs),
@@ -312,6 +319,8 @@ impl FleetArgs {
             ping_interval: self.ping_interval.max(Duration::from_millis(10)),
             tcp_timeout: self.tcp_timeout,
             reconnect_delay: Duration::from_millis(250),
+            unregister_hold: Duration::from_secs(5),
+            ephemeral_life: Duration::from_secs(30),
         })
     }
 }
@@ -538,6 +547,117 @@ pub struct CeilingArgs {
     /// distinct bodies.
     #[arg(long)]
     pub serve: Option<String>,
+}
+
+/// A fault injected at a given time of a soak (`KIND@TIME`, e.g.
+/// `storm@5m`); the hook where the fault scenarios plug in.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FaultSpec {
+    pub kind: FaultKind,
+    /// From the start of the soak's load.
+    pub at: Duration,
+}
+
+/// The faults a soak knows how to inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// Every fleet connection dropped at once; the fleet re-registers.
+    Storm,
+}
+
+pub fn parse_fault(s: &str) -> Result<FaultSpec, String> {
+    let (kind, at) = s
+        .split_once('@')
+        .ok_or_else(|| format!("bad fault {s:?} (use KIND@TIME, e.g. storm@5m)"))?;
+    let kind = match kind.trim() {
+        "storm" => FaultKind::Storm,
+        other => return Err(format!("unknown fault {other:?} (known: storm)")),
+    };
+    Ok(FaultSpec {
+        kind,
+        at: parse_duration(at)?,
+    })
+}
+
+/// The soak's own options (the fleet, consumer, workload and output
+/// options are the other modes', with the soak's defaults).
+#[derive(Args, Debug, Clone, serde::Serialize)]
+pub struct SoakOpts {
+    /// Sample the server (RSS, open descriptors, CPU, /metrics gauges) and
+    /// the load figures this often; also the length of each stretch of load.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub sample_every: Duration,
+    /// Fraction of the nodes that take one of their topics out every second
+    /// (UNREGISTER of its channels and itself), registering it again after
+    /// --unregister-hold.
+    #[arg(long, default_value_t = 0.002)]
+    pub unregister_rate: f64,
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub unregister_hold: Duration,
+    /// New ephemeral topics per second (`PREFIX.eNNNNNNNN#ephemeral`, one
+    /// node and one channel each), unregistered after --ephemeral-life: the
+    /// registry's set of topics keeps changing.
+    #[arg(long, default_value_t = 10.0)]
+    pub ephemeral_rate: f64,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ephemeral_life: Duration,
+    /// With --rate 0 (the default): how long the closed-loop maximum is
+    /// measured first, with the same consumers and mix, fleet registered.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub rate_measure: Duration,
+    /// With --rate 0: the open-loop rate is this share of that maximum.
+    #[arg(long, default_value_t = 0.5)]
+    pub rate_share: f64,
+    /// Memory drift bound: (mean RSS of the last window - that of the base
+    /// window) / the base, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_rss_drift_pct: f64,
+    /// Descriptor drift bound: the open descriptors' mean may grow by at
+    /// most this many from the base window to the last one...
+    #[arg(long, default_value_t = 50.0)]
+    pub max_fd_drift: f64,
+    /// ...or by this percent of the base mean, whichever is larger.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_fd_drift_pct: f64,
+    /// The base window of the drift starts this far into the load (the
+    /// second minute by default: the first holds the start-up's growth).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub drift_base_start: Duration,
+    /// Length of the base window and of the last window (which ends the run).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub drift_window: Duration,
+    /// Faults to inject, KIND@TIME from the start of the load, repeatable
+    /// (known: storm: every fleet connection dropped at once).
+    #[arg(long = "fault", value_parser = parse_fault)]
+    pub faults: Vec<FaultSpec>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    mut_arg("preset", |a| a.default_value("soak")),
+    mut_arg("window", |a| a.default_value("1")),
+    mut_arg("churn", |a| a.default_value("0.02")),
+    mut_arg("duration", |a| a.default_value("10m").help("Length of the soak's load (registration excluded)")),
+    mut_arg("rate", |a| a.help("Total requests per second, open loop; 0 = half (--rate-share) of the closed-loop maximum measured first for --rate-measure")),
+    mut_arg("nodes_pct", |a| a.default_value("0.01")),
+    mut_arg("topics_pct", |a| a.default_value("0.05")),
+    mut_arg("channels_pct", |a| a.default_value("1")),
+)]
+pub struct SoakArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub consumers: ConsumerArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub soak: SoakOpts,
+    /// Topics whose /lookup answer is checked once the load stops.
+    #[arg(long, default_value_t = 1000)]
+    pub final_check_topics: usize,
 }
 
 #[derive(Args, Debug, Clone, serde::Serialize)]
@@ -977,6 +1097,100 @@ mod tests {
             (CeilingKind::Distinct, 500, Some(4000))
         );
         assert_eq!((s.gzip_level, s.gzip_min_size), (6, 0));
+    }
+
+    #[test]
+    fn soak_options_and_defaults() {
+        let Cmd::Soak(a) = Cli::try_parse_from(["b", "soak"]).unwrap().cmd else {
+            panic!("not soak")
+        };
+        // The soak's own defaults for the shared options.
+        let w = a.workload.workload().unwrap();
+        assert_eq!(
+            (w.nodes, w.topics_per_node, w.topic_universe, w.channels),
+            (5_000, 20, 10_000, 2)
+        );
+        assert_eq!(a.workload.pure_preset(), Some(Preset::Soak));
+        let f = a.fleet.config().unwrap();
+        assert_eq!(f.window, 1);
+        assert_eq!(f.ping_interval, Duration::from_secs(15));
+        assert_eq!(a.fleet.churn, 0.02);
+        let c = a.consumers.config(0.01).unwrap();
+        assert_eq!(c.duration, Duration::from_secs(600));
+        assert_eq!(c.rate, 0.0);
+        assert_eq!(c.check_sample, 0.01);
+        assert_eq!(
+            (c.mix.nodes_pct, c.mix.topics_pct, c.mix.channels_pct),
+            (0.01, 0.05, 1.0)
+        );
+        let o = &a.soak;
+        assert_eq!(o.sample_every, Duration::from_secs(10));
+        assert_eq!((o.unregister_rate, o.ephemeral_rate), (0.002, 10.0));
+        assert_eq!(o.unregister_hold, Duration::from_secs(5));
+        assert_eq!(o.ephemeral_life, Duration::from_secs(30));
+        assert_eq!((o.rate_measure, o.rate_share), (Duration::from_secs(5), 0.5));
+        assert_eq!(
+            (o.max_rss_drift_pct, o.max_fd_drift, o.max_fd_drift_pct),
+            (5.0, 50.0, 5.0)
+        );
+        assert_eq!(o.drift_base_start, Duration::from_secs(60));
+        assert_eq!(o.drift_window, Duration::from_secs(60));
+        assert!(o.faults.is_empty());
+        // The other modes keep theirs.
+        let Cmd::Run(r) = Cli::try_parse_from(["b", "run"]).unwrap().cmd else {
+            panic!("not run")
+        };
+        assert_eq!(r.fleet.window, 256);
+        assert_eq!(r.fleet.churn, 0.0);
+        assert_eq!(r.consumers.duration, Duration::from_secs(20));
+        assert_eq!(r.consumers.nodes_pct, 0.0);
+        assert_eq!(r.workload.pure_preset(), Some(Preset::Small));
+        // Everything can be set.
+        let Cmd::Soak(a) = Cli::try_parse_from([
+            "b",
+            "soak",
+            "--preset",
+            "small",
+            "--duration",
+            "1m",
+            "--rate",
+            "1000",
+            "--window",
+            "4",
+            "--fault",
+            "storm@30s",
+            "--fault",
+            "storm@45s",
+            "--drift-base-start",
+            "10s",
+            "--drift-window",
+            "20s",
+        ])
+        .unwrap()
+        .cmd
+        else {
+            panic!("not soak")
+        };
+        assert_eq!(a.workload.workload().unwrap().nodes, 10);
+        assert_eq!(a.consumers.rate, 1000.0);
+        assert_eq!(a.fleet.window, 4);
+        assert_eq!(
+            a.soak.faults,
+            [
+                FaultSpec {
+                    kind: FaultKind::Storm,
+                    at: Duration::from_secs(30)
+                },
+                FaultSpec {
+                    kind: FaultKind::Storm,
+                    at: Duration::from_secs(45)
+                }
+            ]
+        );
+        assert_eq!(a.soak.drift_window, Duration::from_secs(20));
+        assert!(parse_fault("storm").is_err());
+        assert!(parse_fault("sigterm@1m").is_err());
+        assert!(parse_fault("storm@x").is_err());
     }
 
     #[test]

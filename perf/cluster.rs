@@ -473,6 +473,7 @@ async fn check_pass(
                             node,
                             must_appear: true,
                             may_repeat: false,
+                            must_not_appear: false,
                         })
                         .collect();
                     let path = format!("/lookup?topic={}", w.topic_name(topic));

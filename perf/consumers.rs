@@ -44,7 +44,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::check::{self, Carrier};
-use crate::fleet::NodeStates;
+use crate::fleet::{NodeStates, Out};
 use crate::httpc::{HttpConn, Target};
 use crate::scheme::Workload;
 use crate::stats::{Errors, Latency};
@@ -147,7 +147,7 @@ pub struct ConsumerStats {
 impl ConsumerStats {
     /// Adds `o` in; takes it by value so that the sampled answers kept for
     /// later checks (up to 2 MB each) move instead of being copied.
-    fn merge(&mut self, o: ConsumerStats) {
+    pub fn merge(&mut self, o: ConsumerStats) {
         self.latency.merge(&o.latency);
         self.service.merge(&o.service);
         for i in 0..4 {
@@ -415,19 +415,73 @@ pub async fn run(
     cfg: ConsumerConfig,
     done: Arc<AtomicU64>,
 ) -> ConsumerStats {
-    let covered = w.covered_topics();
-    let ctx = Arc::new(Ctx {
-        lookup_paths: (0..covered)
-            .map(|t| format!("/lookup?topic={}", w.topic_name(t)))
-            .collect(),
-        channels_paths: (0..covered)
-            .map(|t| format!("/channels?topic={}", w.topic_name(t)))
-            .collect(),
-        w,
-        states,
-        cfg,
-        done,
-    });
+    let mut session = Session::connect(w, states, cfg, done).await;
+    let warmup = session.ctx.cfg.warmup;
+    if !warmup.is_zero() {
+        session.segment(warmup).await;
+    }
+    let duration = session.ctx.cfg.duration;
+    session.segment(duration).await
+}
+
+/// The consumers' connections, kept from one stretch of load to the next
+/// (the soak runs one stretch per sample period).
+pub struct Session {
+    ctx: Arc<Ctx>,
+    conns: Vec<HttpConn>,
+}
+
+impl Session {
+    /// Sets the consumers up and connects every worker.
+    pub async fn connect(
+        w: Arc<Workload>,
+        states: Option<Arc<NodeStates>>,
+        cfg: ConsumerConfig,
+        done: Arc<AtomicU64>,
+    ) -> Session {
+        let covered = w.covered_topics();
+        let ctx = Arc::new(Ctx {
+            lookup_paths: (0..covered)
+                .map(|t| format!("/lookup?topic={}", w.topic_name(t)))
+                .collect(),
+            channels_paths: (0..covered)
+                .map(|t| format!("/channels?topic={}", w.topic_name(t)))
+                .collect(),
+            w,
+            states,
+            cfg,
+            done,
+        });
+        let conns = connect_workers(&ctx).await;
+        Session { ctx, conns }
+    }
+
+    /// One stretch of load of `duration` (recorded from its own start) on
+    /// the same connections, at `cfg.rate` as given when connecting.
+    pub async fn segment(&mut self, duration: Duration) -> ConsumerStats {
+        let conns = std::mem::take(&mut self.conns);
+        let (stats, conns) = timed_run(&self.ctx, conns, duration).await;
+        self.conns = conns;
+        stats
+    }
+
+    /// Changes the open-loop rate of the next stretches (0: closed loop).
+    pub fn set_rate(&mut self, rate: f64) {
+        let mut cfg = self.ctx.cfg.clone();
+        cfg.rate = rate;
+        self.ctx = Arc::new(Ctx {
+            w: self.ctx.w.clone(),
+            states: self.ctx.states.clone(),
+            lookup_paths: self.ctx.lookup_paths.clone(),
+            channels_paths: self.ctx.channels_paths.clone(),
+            done: self.ctx.done.clone(),
+            cfg,
+        });
+    }
+}
+
+/// Connects every worker of `ctx` (the connections of a [`Session`]).
+async fn connect_workers(ctx: &Arc<Ctx>) -> Vec<HttpConn> {
     // Connect every worker before the clock starts: the load is lookups on
     // keep-alive connections, and 64 connects landing on the first
     // milliseconds of an open-loop timeline made the first ~0.2 s of every
@@ -450,11 +504,7 @@ pub async fn run(
                 .unwrap_or_else(|_| HttpConn::new(ctx.cfg.address_of(i).clone())),
         );
     }
-    if !ctx.cfg.warmup.is_zero() {
-        let (_, warm) = timed_run(&ctx, conns, ctx.cfg.warmup).await;
-        conns = warm;
-    }
-    timed_run(&ctx, conns, ctx.cfg.duration).await.0
+    conns
 }
 
 /// One stretch of load on `conns`, for `duration`; returns the figures and
@@ -563,9 +613,9 @@ async fn worker(
             .as_ref()
             .filter(|_| cfg.check_sample > 0.0 && rng.unit() < cfg.check_sample);
         // Node states before the request: who must be in the answer.
-        let before: Vec<(usize, u64)> = match (checking, kind) {
-            (Some(s), 0) => w.producers_of(topic).map(|n| (n, s.snapshot(n))).collect(),
-            (Some(s), 1) => (0..w.nodes).map(|n| (n, s.snapshot(n))).collect(),
+        let before: Vec<Before> = match (checking, kind) {
+            (Some(s), 0) => w.producers_of(topic).map(|n| before_of(s, n)).collect(),
+            (Some(s), 1) => (0..w.nodes).map(|n| before_of(s, n)).collect(),
             _ => Vec::new(),
         };
 
@@ -608,17 +658,20 @@ async fn worker(
                 if let Some(states) = checking {
                     match kind {
                         0 => {
-                            let carriers = carriers(states, &before);
+                            let carriers = carriers(states, w, topic, &before);
                             st.note_check(check::check_lookup(w, topic, r.body, &carriers));
                         }
                         1 | 2 if deferred.len() < MAX_DEFERRED_CHECKS => {
                             // Who must be listed is decided now; the parse,
                             // tens of ms for a /nodes answer at medium, waits
                             // for the end of the run (see MAX_DEFERRED_CHECKS).
+                            // With all its topics: none taken out meanwhile.
                             let stable: Vec<usize> = before
                                 .iter()
-                                .filter(|&&(n, word)| states.stayed(n, word))
-                                .map(|&(n, _)| n)
+                                .filter(|&&(n, word, out)| {
+                                    states.unchanged(n, word, out) && Out::of(out) == Out::None
+                                })
+                                .map(|&(n, _, _)| n)
                                 .collect();
                             deferred.push(DeferredCheck {
                                 kind,
@@ -638,17 +691,44 @@ async fn worker(
     (st, conn)
 }
 
-/// What is known, now that the answer arrived, about the carriers of a
-/// topic whose node states were `before` when the request was sent.
-fn carriers(states: &NodeStates, before: &[(usize, u64)]) -> Vec<Carrier> {
+/// A node's state before a request: (node, session word, UNREGISTER-cycle
+/// word), see [`NodeStates`].
+type Before = (usize, u64, u64);
+
+fn before_of(states: &NodeStates, node: usize) -> Before {
+    (node, states.snapshot(node), states.out_word(node))
+}
+
+/// What is known, now that the answer arrived, about the carriers of
+/// `topic` whose node states were `before` when the request was sent: a
+/// carrier must be listed if it stayed registered, in one session, with
+/// the topic never taken out meanwhile (the soak's UNREGISTER share); it
+/// must not be listed if, in one session, the topic was out (its
+/// UNREGISTER answered OK, not yet registered again) the whole time.
+pub fn carriers(states: &NodeStates, w: &Workload, topic: usize, before: &[Before]) -> Vec<Carrier> {
     before
         .iter()
-        .map(|&(node, word)| Carrier {
-            node,
-            must_appear: states.stayed(node, word),
-            may_repeat: states.has_restarted(node),
+        .map(|&(node, word, out)| {
+            let same = states.unchanged(node, word, out);
+            let slot = w.slot_of(node, topic);
+            let (touched, taken_out) = match Out::of(out) {
+                Out::None => (false, false),
+                Out::InFlux(k) => (Some(k) == slot, false),
+                Out::Out(k) => (Some(k) == slot, Some(k) == slot),
+            };
+            Carrier {
+                node,
+                must_appear: same && !touched,
+                may_repeat: states.has_restarted(node),
+                must_not_appear: same && taken_out,
+            }
         })
         .collect()
+}
+
+/// Node states of `topic`'s carriers before a request (see [`carriers`]).
+pub fn carriers_before(states: &NodeStates, w: &Workload, topic: usize) -> Vec<Before> {
+    w.producers_of(topic).map(|n| before_of(states, n)).collect()
 }
 
 /// Checks the `/lookup` answer of `topics` (all expected stable) over a
@@ -671,10 +751,7 @@ pub async fn verify_topics(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(&topic) = topics.get(i) else { break };
-                let before: Vec<(usize, u64)> = w
-                    .producers_of(topic)
-                    .map(|n| (n, states.snapshot(n)))
-                    .collect();
+                let before = carriers_before(&states, &w, topic);
                 let path = format!("/lookup?topic={}", w.topic_name(topic));
                 let found = match conn.get(&path, http_timeout).await {
                     Err(e) => vec![format!("lookup {}: {}", w.topic_name(topic), e.kind())],
@@ -685,7 +762,12 @@ pub async fn verify_topics(
                             r.status
                         )]
                     }
-                    Ok(r) => check::check_lookup(&w, topic, r.body, &carriers(&states, &before)),
+                    Ok(r) => check::check_lookup(
+                        &w,
+                        topic,
+                        r.body,
+                        &carriers(&states, &w, topic, &before),
+                    ),
                 };
                 checked += 1;
                 if !found.is_empty() {

@@ -46,6 +46,12 @@ pub struct FleetConfig {
     pub tcp_timeout: Duration,
     /// Pause before reconnecting after a failed session.
     pub reconnect_delay: Duration,
+    /// How long a topic taken out by [`Fleet::start_unregisters`] stays
+    /// out before the node registers it again.
+    pub unregister_hold: Duration,
+    /// How long a topic made by [`Fleet::start_ephemerals`] lives before
+    /// its node unregisters it.
+    pub ephemeral_life: Duration,
 }
 
 impl FleetConfig {
@@ -75,6 +81,47 @@ pub enum Phase {
 pub struct NodeStates {
     words: Vec<AtomicU64>,
     restarts: Vec<AtomicU32>,
+    /// Per node, the topic it has taken out of the registry (the soak's
+    /// UNREGISTER share, see [`Out`]): `seq << 32 | state << 30 | slot`.
+    /// Every change bumps `seq`, so two equal readings prove nothing
+    /// changed in between.
+    out: Vec<AtomicU64>,
+}
+
+/// Where a node's UNREGISTER cycle stands (the soak's UNREGISTER share:
+/// `UNREGISTER topic channel` for each channel, `UNREGISTER topic`, a
+/// hold, then `REGISTER` again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Out {
+    /// Every topic of the node is registered (or the node is down).
+    None,
+    /// Its topic slot `k` is being unregistered or registered again:
+    /// the server may list the node for that topic or not.
+    InFlux(usize),
+    /// `UNREGISTER topic` of its slot `k` was answered OK and the
+    /// REGISTER has not been sent: the server must not list the node for
+    /// that topic.
+    Out(usize),
+}
+
+impl Out {
+    /// Decodes a word of [`NodeStates::out_word`].
+    pub fn of(word: u64) -> Out {
+        let slot = (word & ((1 << 30) - 1)) as usize;
+        match (word >> 30) & 3 {
+            1 => Out::InFlux(slot),
+            2 => Out::Out(slot),
+            _ => Out::None,
+        }
+    }
+
+    fn bits(self) -> u64 {
+        match self {
+            Out::None => 0,
+            Out::InFlux(k) => 1 << 30 | k as u64,
+            Out::Out(k) => 2 << 30 | k as u64,
+        }
+    }
 }
 
 impl NodeStates {
@@ -83,6 +130,7 @@ impl NodeStates {
         NodeStates {
             words: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             restarts: (0..nodes).map(|_| AtomicU32::new(0)).collect(),
+            out: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -120,6 +168,24 @@ impl NodeStates {
             .is_some_and(|r| r.load(Ordering::SeqCst) > 0)
     }
 
+    /// The current UNREGISTER-cycle word of `node` (see [`Out::of`]).
+    pub fn out_word(&self, node: usize) -> u64 {
+        self.out.get(node).map_or(0, |w| w.load(Ordering::SeqCst))
+    }
+
+    /// Whether `node` stayed in the same session with the same
+    /// UNREGISTER-cycle state since `before` and `out_before` were read.
+    pub fn unchanged(&self, node: usize, before: u64, out_before: u64) -> bool {
+        self.stayed(node, before) && self.out_word(node) == out_before
+    }
+
+    /// Moves `node`'s UNREGISTER cycle to `to` (bumping its sequence).
+    fn set_out(&self, node: usize, to: Out) {
+        let w = &self.out[node];
+        let seq = (w.load(Ordering::SeqCst) >> 32) + 1;
+        w.store(seq << 32 | to.bits(), Ordering::SeqCst);
+    }
+
     fn mark_up(&self, node: usize) {
         self.words[node].fetch_add(3, Ordering::SeqCst); // epoch+1, bit 0 -> 1
     }
@@ -138,6 +204,11 @@ impl NodeStates {
 enum Control {
     Restart { storm: bool },
     Stop,
+    /// Take one topic out (UNREGISTER its channels and itself), and
+    /// register it again after `unregister_hold`.
+    Unregister,
+    /// Create a new ephemeral topic (see [`EphemeralBook`]).
+    Ephemeral,
 }
 
 /// Figures gathered by one node, merged into [`FleetStats`].
@@ -188,13 +259,157 @@ struct Shared {
     storm_done: AtomicUsize,
     storm_done_at: Mutex<Option<Instant>>,
     restarts_sent: AtomicU64,
+    /// TCP answers since the last [`Fleet::take_window`].
+    window: TcpWindowCounters,
+    ephemerals: Arc<EphemeralBook>,
+    unregisters_sent: AtomicU64,
 }
 
 impl Shared {
     fn phase(&self) -> usize {
         self.phase.load(Ordering::Relaxed) as usize
     }
+
+    /// Records one TCP answer's latency, in the node's figures and in the
+    /// current window.
+    fn record(&self, st: &mut FleetStats, lat: Duration) {
+        st.latency[self.phase()].record(lat);
+        self.window.record(lat);
+    }
+
+    fn error(&self, st: &mut FleetStats, kind: &str) {
+        st.errors.add(kind);
+        self.window.errors.fetch_add(1, Ordering::Relaxed);
+    }
 }
+
+/// Live counters of TCP answers, read and reset by [`Fleet::take_window`]
+/// (the soak's per-sample figures).
+#[derive(Default)]
+struct TcpWindowCounters {
+    answers: AtomicU64,
+    over_100ms: AtomicU64,
+    over_1s: AtomicU64,
+    max_us: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl TcpWindowCounters {
+    fn record(&self, lat: Duration) {
+        self.answers.fetch_add(1, Ordering::Relaxed);
+        if lat > Duration::from_millis(100) {
+            self.over_100ms.fetch_add(1, Ordering::Relaxed);
+        }
+        if lat > Duration::from_secs(1) {
+            self.over_1s.fetch_add(1, Ordering::Relaxed);
+        }
+        self.max_us
+            .fetch_max(lat.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// TCP answers over one window (since the previous [`Fleet::take_window`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct TcpWindow {
+    pub answers: u64,
+    pub over_100ms: u64,
+    pub over_1s: u64,
+    pub max_us: u64,
+    /// TCP errors of any kind (failed sessions).
+    pub errors: u64,
+}
+
+/// What the checker may rely on about the fleet's ephemeral topics
+/// (`PREFIX.eNNNNNNNN#ephemeral`, each registered by one node with one
+/// channel `e#ephemeral`, then unregistered after `ephemeral_life`, so
+/// that the registry's set of topics keeps changing).
+///
+/// * `live`: topic id -> (node, the node's session word when its REGISTER
+///   was answered OK). While the node's word is still that one, the topic
+///   is registered: `/lookup` and `/topics` must list it.
+/// * `gone`: the most recent topics whose `UNREGISTER` (the last producer
+///   of an ephemeral topic) was answered OK: the server must have dropped
+///   the topic, so `/lookup` must list no producer and `/topics` must not
+///   list it. Topics whose node disconnected instead are in neither: the
+///   original keeps an emptied ephemeral key until an UNREGISTER, and the
+///   node registers it again (and later unregisters it) when it reconnects.
+#[derive(Default)]
+pub struct EphemeralBook {
+    next_id: AtomicU64,
+    live: Mutex<std::collections::BTreeMap<u64, (usize, u64)>>,
+    gone: Mutex<VecDeque<u64>>,
+    /// Topics created and topics unregistered (by their last producer).
+    pub created: AtomicU64,
+    pub removed: AtomicU64,
+}
+
+/// How many recently removed ephemeral topics [`EphemeralBook`] remembers.
+const GONE_KEPT: usize = 64;
+
+impl EphemeralBook {
+    /// Up to `n` topics registered now, with what must hold for them to
+    /// stay so: (id, node, session word).
+    pub fn live_sample(&self, n: usize) -> Vec<(u64, usize, u64)> {
+        let live = lock(&self.live);
+        // The most recent ones: older ones are about to be unregistered.
+        live.iter()
+            .rev()
+            .filter(|(_, (_, word))| *word != 0)
+            .take(n)
+            .map(|(&id, &(node, word))| (id, node, word))
+            .collect()
+    }
+
+    /// Whether topic `id` is still registered in session `word`.
+    pub fn still_live(&self, id: u64, word: u64) -> bool {
+        lock(&self.live).get(&id).is_some_and(|&(_, w)| w == word)
+    }
+
+    /// Up to `n` topics unregistered (by their last producer) most recently.
+    pub fn gone_sample(&self, n: usize) -> Vec<u64> {
+        lock(&self.gone).iter().rev().take(n).copied().collect()
+    }
+
+    fn created(&self, id: u64, node: usize) {
+        lock(&self.live).insert(id, (node, 0));
+        self.created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn registered(&self, id: u64, word: u64) {
+        if let Some(e) = lock(&self.live).get_mut(&id) {
+            e.1 = word;
+        }
+    }
+
+    fn leaving(&self, id: u64) {
+        if let Some(e) = lock(&self.live).get_mut(&id) {
+            e.1 = 0;
+        }
+    }
+
+    fn removed(&self, id: u64) {
+        lock(&self.live).remove(&id);
+        let mut gone = lock(&self.gone);
+        gone.push_back(id);
+        if gone.len() > GONE_KEPT {
+            gone.pop_front();
+        }
+        self.removed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Topics registered (or being registered) now.
+    pub fn live_count(&self) -> usize {
+        lock(&self.live).len()
+    }
+}
+
+/// The name of ephemeral topic `id` of workload `w`.
+pub fn ephemeral_topic(w: &Workload, id: u64) -> String {
+    format!("{}.e{id:08}#ephemeral", w.topic_prefix)
+}
+
+/// The channel every ephemeral topic has.
+pub const EPHEMERAL_CHANNEL: &str = "e#ephemeral";
 
 /// Outcome of a storm.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -210,6 +425,8 @@ pub struct Fleet {
     ctl: Vec<mpsc::Sender<Control>>,
     tasks: Vec<JoinHandle<FleetStats>>,
     churn: Option<JoinHandle<()>>,
+    /// The soak's UNREGISTER share and ephemeral topics.
+    extra: Vec<JoinHandle<()>>,
     started: Instant,
 }
 
@@ -233,6 +450,9 @@ impl Fleet {
             storm_done: AtomicUsize::new(0),
             storm_done_at: Mutex::new(None),
             restarts_sent: AtomicU64::new(0),
+            window: TcpWindowCounters::default(),
+            ephemerals: Arc::new(EphemeralBook::default()),
+            unregisters_sent: AtomicU64::new(0),
         });
         let started = Instant::now();
         let mut ctl = Vec::with_capacity(n);
@@ -247,6 +467,7 @@ impl Fleet {
             ctl,
             tasks,
             churn: None,
+            extra: Vec::new(),
             started,
         }
     }
@@ -295,36 +516,110 @@ impl Fleet {
         if per_sec <= 0.0 {
             return;
         }
-        let ctl = self.ctl.clone();
         let sh = self.sh.clone();
-        self.churn = Some(tokio::spawn(async move {
+        self.churn = Some(self.round_robin(
+            per_sec * self.ctl.len() as f64,
+            0,
+            Control::Restart { storm: false },
+            move || {
+                sh.restarts_sent.fetch_add(1, Ordering::Relaxed);
+            },
+        ));
+    }
+
+    /// Sends `what` to `per_sec` nodes a second, round robin from node
+    /// `first`; `sent` is called for each one that took it (a node whose
+    /// queue is full, busy with an earlier order, is skipped).
+    fn round_robin(
+        &self,
+        per_sec: f64,
+        first: usize,
+        what: Control,
+        sent: impl Fn() + Send + 'static,
+    ) -> JoinHandle<()> {
+        let ctl = self.ctl.clone();
+        tokio::spawn(async move {
             let tick = Duration::from_millis(100);
-            let per_tick = per_sec * ctl.len() as f64 * tick.as_secs_f64();
+            let per_tick = per_sec * tick.as_secs_f64();
             let mut owed = 0.0;
-            let mut next = 0usize;
+            let mut next = first % ctl.len().max(1);
             let mut ticker = tokio::time::interval(tick);
             loop {
                 ticker.tick().await;
                 owed += per_tick;
                 while owed >= 1.0 {
                     owed -= 1.0;
-                    // A node still busy with its previous restart keeps it.
-                    if ctl[next]
-                        .try_send(Control::Restart { storm: false })
-                        .is_ok()
-                    {
-                        sh.restarts_sent.fetch_add(1, Ordering::Relaxed);
+                    if ctl[next].try_send(what).is_ok() {
+                        sent();
                     }
                     next = (next + 1) % ctl.len();
                 }
             }
-        }));
+        })
+    }
+
+    /// The soak's UNREGISTER share: `per_sec * nodes` nodes a second (round
+    /// robin, starting half-way round the fleet from the churn) take one of
+    /// their topics out (`UNREGISTER topic channel` for each channel, then
+    /// `UNREGISTER topic`, one at a time as nsqd does when a topic is
+    /// deleted) and register it again after `unregister_hold`. Each node
+    /// takes its topics out in turn, one at a time.
+    pub fn start_unregisters(&mut self, per_sec: f64) {
+        if per_sec <= 0.0 {
+            return;
+        }
+        let sh = self.sh.clone();
+        let h = self.round_robin(
+            per_sec * self.ctl.len() as f64,
+            self.ctl.len() / 2,
+            Control::Unregister,
+            move || {
+                sh.unregisters_sent.fetch_add(1, Ordering::Relaxed);
+            },
+        );
+        self.extra.push(h);
+    }
+
+    /// The soak's topics that appear and disappear: `per_sec` new ephemeral
+    /// topics a second (see [`EphemeralBook`]), each on the next node round
+    /// robin, which unregisters it `ephemeral_life` later.
+    pub fn start_ephemerals(&mut self, per_sec: f64) {
+        if per_sec <= 0.0 {
+            return;
+        }
+        let h = self.round_robin(per_sec, self.ctl.len() / 4, Control::Ephemeral, || {});
+        self.extra.push(h);
+    }
+
+    /// The ephemeral topics' book, for the checker.
+    pub fn ephemerals(&self) -> Arc<EphemeralBook> {
+        self.sh.ephemerals.clone()
+    }
+
+    /// UNREGISTER orders taken by nodes.
+    pub fn unregisters_sent(&self) -> u64 {
+        self.sh.unregisters_sent.load(Ordering::Relaxed)
+    }
+
+    /// TCP answers since the previous call (or the start), and resets them.
+    pub fn take_window(&self) -> TcpWindow {
+        let w = &self.sh.window;
+        TcpWindow {
+            answers: w.answers.swap(0, Ordering::Relaxed),
+            over_100ms: w.over_100ms.swap(0, Ordering::Relaxed),
+            over_1s: w.over_1s.swap(0, Ordering::Relaxed),
+            max_us: w.max_us.swap(0, Ordering::Relaxed),
+            errors: w.errors.swap(0, Ordering::Relaxed),
+        }
     }
 
     /// Stops the churn started by [`Fleet::start_churn`].
     pub fn stop_churn(&mut self) {
         if let Some(c) = self.churn.take() {
             c.abort();
+        }
+        for h in self.extra.drain(..) {
+            h.abort();
         }
     }
 
@@ -388,10 +683,31 @@ enum End {
 }
 
 /// One node: sessions until told to stop.
+/// What a node keeps from one session to the next.
+#[derive(Default)]
+struct NodeLife {
+    /// Its ephemeral topics (id, when to unregister it), oldest first.
+    ephemerals: VecDeque<(u64, tokio::time::Instant)>,
+    /// The topic slot its next UNREGISTER order takes out.
+    next_out: usize,
+}
+
+impl NodeLife {
+    /// A new ephemeral topic: booked now, registered by the session (at
+    /// once when registered, else once it is).
+    fn new_ephemeral(&mut self, node: usize, sh: &Shared) {
+        let id = sh.ephemerals.next_id.fetch_add(1, Ordering::Relaxed);
+        sh.ephemerals.created(id, node);
+        self.ephemerals
+            .push_back((id, tokio::time::Instant::now() + sh.cfg.ephemeral_life));
+    }
+}
+
 async fn node_main(node: usize, sh: Arc<Shared>, mut ctl: mpsc::Receiver<Control>) -> FleetStats {
     let mut st = FleetStats::default();
     let mut storm_pending = false;
     let mut down_since: Option<Instant> = None;
+    let mut life = NodeLife::default();
     loop {
         st.sessions += 1;
         let end = session(
@@ -399,6 +715,7 @@ async fn node_main(node: usize, sh: Arc<Shared>, mut ctl: mpsc::Receiver<Control
             &sh,
             &mut ctl,
             &mut st,
+            &mut life,
             &mut storm_pending,
             &mut down_since,
         )
@@ -416,7 +733,9 @@ async fn node_main(node: usize, sh: Arc<Shared>, mut ctl: mpsc::Receiver<Control
                 tokio::select! {
                     c = ctl.recv() => match c {
                         Some(Control::Restart { storm }) => storm_pending |= storm,
-                        _ => break,
+                        Some(Control::Unregister) => {}
+                        Some(Control::Ephemeral) => life.new_ephemeral(node, &sh),
+                        Some(Control::Stop) | None => break,
                     },
                     _ = sleep(sh.cfg.reconnect_delay) => {}
                 }
@@ -449,6 +768,8 @@ impl Drop for UpGuard<'_> {
     fn drop(&mut self) {
         if self.up {
             self.sh.states.mark_down(self.node);
+            // The next session registers every topic again.
+            self.sh.states.set_out(self.node, Out::None);
             self.sh.registered.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -509,20 +830,24 @@ async fn session(
     sh: &Shared,
     ctl: &mut mpsc::Receiver<Control>,
     st: &mut FleetStats,
+    life: &mut NodeLife,
     storm_pending: &mut bool,
     down_since: &mut Option<Instant>,
 ) -> End {
     let cfg = &sh.cfg;
     let stream = match timeout(cfg.tcp_timeout, TcpStream::connect(cfg.address_of(node))).await {
         Err(_) => {
-            st.errors.add("connect_timeout");
+            sh.error(st, "connect_timeout");
             return End::Failed;
         }
         Ok(Err(e)) => {
-            st.errors.add(match io_kind(&e) {
-                "connect_refused" => "connect_refused",
-                other => other,
-            });
+            sh.error(
+                st,
+                match io_kind(&e) {
+                    "connect_refused" => "connect_refused",
+                    other => other,
+                },
+            );
             return End::Failed;
         }
         Ok(Ok(s)) => s,
@@ -542,7 +867,7 @@ async fn session(
         up: false,
     };
     let fail = |st: &mut FleetStats, kind: &str| {
-        st.errors.add(kind);
+        sh.error(st, kind);
         End::Failed
     };
 
@@ -556,7 +881,7 @@ async fn session(
     let mut arrival = Instant::now();
     match conn.response(&mut arrival).await {
         Err(k) => return fail(st, k),
-        Ok((Frame::Data(d), lat)) if d.first() == Some(&b'{') => st.latency[sh.phase()].record(lat),
+        Ok((Frame::Data(d), lat)) if d.first() == Some(&b'{') => sh.record(st, lat),
         Ok((Frame::Error(_), _)) => return fail(st, "error_response"),
         Ok(_) => return fail(st, "bad_identify_answer"),
     }
@@ -570,6 +895,9 @@ async fn session(
         match ctl.try_recv() {
             Ok(Control::Restart { storm }) => return End::Restart { storm },
             Ok(Control::Stop) | Err(mpsc::error::TryRecvError::Disconnected) => return End::Stop,
+            // Not registered yet: a topic is taken out later.
+            Ok(Control::Unregister) => {}
+            Ok(Control::Ephemeral) => life.new_ephemeral(node, sh),
             Err(mpsc::error::TryRecvError::Empty) => {}
         }
         if next < total && conn.pending.len() < cfg.window {
@@ -603,7 +931,7 @@ async fn session(
                     let Some(sent) = conn.pending.pop_front() else {
                         return fail(st, "unexpected_frame");
                     };
-                    st.latency[phase].record(arrival.saturating_duration_since(sent));
+                    sh.record(st, arrival.saturating_duration_since(sent));
                     match f {
                         Frame::Ok => oks += 1,
                         Frame::Error(_) => return fail(st, "error_response"),
@@ -631,13 +959,95 @@ async fn session(
     // Heartbeats, spread over the interval so the fleet does not ping at once.
     let offset = cfg.ping_interval.mul_f64(node as f64 / w.nodes as f64);
     let mut next_ping = tokio::time::Instant::now() + offset;
+    // The ephemeral topics of earlier sessions (and those ordered while
+    // registering) are registered again, as nsqd registers every topic it
+    // has when it reconnects.
+    let mut fresh: usize = life.ephemerals.len();
+    // A topic taken out in this session: its slot and when it returns.
+    // Orders to take one out while one is out are dropped.
+    let mut taken: Option<(usize, tokio::time::Instant)> = None;
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
     loop {
+        if fresh > 0 {
+            let i = life.ephemerals.len() - fresh;
+            let id = life.ephemerals[i].0;
+            fresh -= 1;
+            let topic = ephemeral_topic(w, id);
+            if let Err(k) = command(&mut conn, sh, st, &mut out, |b| {
+                wire::put_register(b, &topic, None)
+            })
+            .await
+            {
+                return fail(st, k);
+            }
+            if let Err(k) = command(&mut conn, sh, st, &mut out, |b| {
+                wire::put_register(b, &topic, Some(EPHEMERAL_CHANNEL))
+            })
+            .await
+            {
+                return fail(st, k);
+            }
+            sh.ephemerals.registered(id, sh.states.snapshot(node));
+            continue;
+        }
+        let expiry = life.ephemerals.front().map(|e| e.1);
+        let back_at = taken.map(|o| o.1);
         tokio::select! {
             c = ctl.recv() => {
-                return match c {
-                    Some(Control::Restart { storm }) => End::Restart { storm },
-                    _ => End::Stop,
-                };
+                match c {
+                    Some(Control::Restart { storm }) => return End::Restart { storm },
+                    Some(Control::Stop) | None => return End::Stop,
+                    Some(Control::Unregister) => {
+                        if taken.is_none() {
+                            let k = life.next_out % w.topics_per_node;
+                            life.next_out += 1;
+                            sh.states.set_out(node, Out::InFlux(k));
+                            let topic = &sh.topic_names[w.topic_of(node, k)];
+                            for c in &sh.channel_names {
+                                if let Err(e) = command(&mut conn, sh, st, &mut out, |b| wire::put_unregister(b, topic, Some(c))).await {
+                                    return fail(st, e);
+                                }
+                            }
+                            if let Err(e) = command(&mut conn, sh, st, &mut out, |b| wire::put_unregister(b, topic, None)).await {
+                                return fail(st, e);
+                            }
+                            sh.states.set_out(node, Out::Out(k));
+                            taken = Some((k, tokio::time::Instant::now() + cfg.unregister_hold));
+                        }
+                    }
+                    Some(Control::Ephemeral) => {
+                        life.new_ephemeral(node, sh);
+                        fresh = 1;
+                    }
+                }
+            }
+            _ = sleep_until(back_at.unwrap_or_else(far)), if back_at.is_some() => {
+                let Some((k, _)) = taken.take() else { continue };
+                sh.states.set_out(node, Out::InFlux(k));
+                let topic = &sh.topic_names[w.topic_of(node, k)];
+                if let Err(e) = command(&mut conn, sh, st, &mut out, |b| wire::put_register(b, topic, None)).await {
+                    return fail(st, e);
+                }
+                for c in &sh.channel_names {
+                    if let Err(e) = command(&mut conn, sh, st, &mut out, |b| wire::put_register(b, topic, Some(c))).await {
+                        return fail(st, e);
+                    }
+                }
+                st.registrations[sh.phase()] += 1 + sh.channel_names.len() as u64;
+                sh.states.set_out(node, Out::None);
+            }
+            _ = sleep_until(expiry.unwrap_or_else(far)), if expiry.is_some() => {
+                let Some(&(id, _)) = life.ephemerals.front() else { continue };
+                sh.ephemerals.leaving(id);
+                let topic = ephemeral_topic(w, id);
+                if let Err(e) = command(&mut conn, sh, st, &mut out, |b| wire::put_unregister(b, &topic, Some(EPHEMERAL_CHANNEL))).await {
+                    return fail(st, e);
+                }
+                if let Err(e) = command(&mut conn, sh, st, &mut out, |b| wire::put_unregister(b, &topic, None)).await {
+                    return fail(st, e);
+                }
+                life.ephemerals.pop_front();
+                sh.ephemerals.removed(id);
             }
             _ = sleep_until(next_ping) => {
                 next_ping += cfg.ping_interval;
@@ -650,7 +1060,7 @@ async fn session(
                 match conn.response(&mut arrival).await {
                     Err(k) => return fail(st, k),
                     Ok((Frame::Ok, lat)) => {
-                        st.latency[sh.phase()].record(lat);
+                        sh.record(st, lat);
                         st.pings += 1;
                     }
                     Ok((Frame::Error(_), _)) => return fail(st, "error_response"),
@@ -668,6 +1078,29 @@ async fn session(
     }
 }
 
+/// Sends one command (made by `put` in `buf`) and waits for its answer,
+/// which must be `OK`, as nsqd does outside the initial registration.
+async fn command(
+    conn: &mut Conn,
+    sh: &Shared,
+    st: &mut FleetStats,
+    buf: &mut Vec<u8>,
+    put: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), &'static str> {
+    buf.clear();
+    put(buf);
+    conn.send(buf, 1).await?;
+    let mut arrival = Instant::now();
+    match conn.response(&mut arrival).await? {
+        (Frame::Ok, lat) => {
+            sh.record(st, lat);
+            Ok(())
+        }
+        (Frame::Error(_), _) => Err("error_response"),
+        _ => Err("bad_register_answer"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -680,6 +1113,8 @@ mod tests {
             ping_interval: Duration::from_secs(15),
             tcp_timeout: Duration::from_secs(1),
             reconnect_delay: Duration::ZERO,
+            unregister_hold: Duration::from_secs(5),
+            ephemeral_life: Duration::from_secs(30),
         };
         let got: Vec<&str> = (0..7).map(|n| cfg.address_of(n)).collect();
         assert_eq!(got, ["a:1", "b:2", "c:3", "a:1", "b:2", "c:3", "a:1"]);

@@ -22,6 +22,7 @@ mod procstat;
 mod progress;
 mod report;
 mod scheme;
+mod soak;
 mod stats;
 #[cfg(test)]
 mod testtls;
@@ -75,6 +76,10 @@ fn main() -> ExitCode {
             Cmd::Ceiling(a) => {
                 let out = a.output.clone();
                 (modes::ceiling(a).await?, out)
+            }
+            Cmd::Soak(a) => {
+                let out = a.output.clone();
+                (soak::soak(a).await?, out)
             }
         };
         modes::finish(&outcome, &output)?;

@@ -57,7 +57,7 @@ pub(crate) fn new_report(mode: &str, out: &OutputArgs) -> Report {
 }
 
 /// Whole-machine load over a phase, with the share of other processes.
-fn machine_load(
+pub(crate) fn machine_load(
     p: &MachineProbe,
     server: &Option<ProcDelta>,
     me: &Option<ProcDelta>,
@@ -72,7 +72,7 @@ fn machine_load(
     })
 }
 
-fn load_report(
+pub(crate) fn load_report(
     cfg: &ConsumerConfig,
     s: &ConsumerStats,
     server: Option<ProcDelta>,
@@ -214,7 +214,7 @@ async fn storm_after(fleet: &Fleet, at: Duration) -> StormReport {
 
 /// Starts the fleet and waits for it to be registered; fills the
 /// registration section.
-async fn register_fleet(
+pub(crate) async fn register_fleet(
     w: &Arc<Workload>,
     fa: &FleetArgs,
     cfg: FleetConfig,
@@ -289,7 +289,7 @@ async fn register_fleet(
 }
 
 /// Fills the TCP sections from the fleet's merged figures.
-fn fleet_sections(
+pub(crate) fn fleet_sections(
     rep: &mut Report,
     fs: &FleetStats,
     churn: f64,
@@ -336,7 +336,7 @@ fn fleet_sections(
 }
 
 /// Checks `/lookup` for a spread of topics once the fleet is at rest.
-async fn final_check(
+pub(crate) async fn final_check(
     w: &Arc<Workload>,
     fleet: &Fleet,
     http: &Arc<Target>,
@@ -369,7 +369,7 @@ async fn final_check(
     rep.checks.failures.extend(problems.into_iter().take(room));
 }
 
-fn apply_checks(rep: &mut Report, s: &ConsumerStats) {
+pub(crate) fn apply_checks(rep: &mut Report, s: &ConsumerStats) {
     rep.checks.sampled += s.checks;
     rep.checks.sampled_failed += s.check_failures;
     let room = 10usize.saturating_sub(rep.checks.failures.len());
@@ -410,7 +410,7 @@ pub(crate) fn verdict(rep: &mut Report) {
 /// Waits (up to 10 minutes) for the server to go idle once the fleet has
 /// disconnected: that time is a figure of its own, and the ceiling phase
 /// must not share the core with a server still cleaning up.
-async fn cleanup(pid: &str) -> Option<CleanupReport> {
+pub(crate) async fn cleanup(pid: &str) -> Option<CleanupReport> {
     let (seconds, server_cpu_s, completed) =
         procstat::wait_idle(pid, Duration::from_secs(600)).await?;
     Some(CleanupReport {
@@ -768,21 +768,30 @@ pub fn finish(o: &Outcome, out: &OutputArgs) -> Result<(), String> {
         std::fs::write(path, text + "\n").map_err(|e| format!("writing {path}: {e}"))?;
         note(&format!("figures written to {path}"));
     }
-    if let Some(path) = &out.plot {
+    if let (Some(path), Some(soak)) = (&out.plot, &o.report.soak) {
+        match plot::write_soak_svg(path, &plot_title(o), soak) {
+            Ok(()) => note(&format!("RSS and p99 over time written to {path}")),
+            Err(e) => note(&format!("no plot: {e}")),
+        }
+    } else if let Some(path) = &out.plot {
         let series: Vec<(String, &Latency)> = o.plots.iter().map(|(n, l)| (n.clone(), l)).collect();
-        let title = format!(
-            "nsqlookupd-bench {}{}",
-            o.report.mode,
-            o.report
-                .label
-                .as_deref()
-                .map(|l| format!(" - {l}"))
-                .unwrap_or_default()
-        );
+        let title = plot_title(o);
         match plot::write_svg(path, &title, &series) {
             Ok(()) => note(&format!("latency plot written to {path}")),
             Err(e) => note(&format!("no plot: {e}")),
         }
     }
     Ok(())
+}
+
+fn plot_title(o: &Outcome) -> String {
+    format!(
+        "nsqlookupd-bench {}{}",
+        o.report.mode,
+        o.report
+            .label
+            .as_deref()
+            .map(|l| format!(" - {l}"))
+            .unwrap_or_default()
+    )
 }

@@ -113,6 +113,96 @@ pub fn write_svg(path: &str, title: &str, series: &[(String, &Latency)]) -> Resu
     Ok(())
 }
 
+/// The soak's plot: the server's RSS (top) and the `/lookup` p99 and
+/// p99.9 of each stretch (bottom) against time.
+pub fn write_soak_svg(path: &str, title: &str, s: &crate::soak::SoakReport) -> Result<(), String> {
+    let rss: Vec<(f64, f64)> = s
+        .samples
+        .iter()
+        .filter_map(|x| x.rss_kib.map(|k| (x.t_s, k as f64 / 1024.0)))
+        .collect();
+    let p99: Vec<(f64, f64)> = s
+        .samples
+        .iter()
+        .filter(|x| x.lookup.count > 0)
+        .map(|x| (x.t_s, x.lookup.p99_us as f64 / 1000.0))
+        .collect();
+    let p999: Vec<(f64, f64)> = s
+        .samples
+        .iter()
+        .filter(|x| x.lookup.count > 0)
+        .map(|x| (x.t_s, x.lookup.p999_us as f64 / 1000.0))
+        .collect();
+    if p99.is_empty() {
+        return Err("no samples to plot".into());
+    }
+    let t_max = s.samples.iter().map(|x| x.t_s).fold(1.0f64, f64::max);
+    let err = |e: &dyn std::fmt::Display| format!("drawing {path}: {e}");
+    let root = SVGBackend::new(path, (1000, 720)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| err(&e))?;
+    let (top, bottom) = root.split_vertically(330);
+    {
+        let (lo, hi) = rss
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), &(_, y)| (lo.min(y), hi.max(y)));
+        let (lo, hi) = if rss.is_empty() {
+            (0.0, 1.0)
+        } else {
+            ((lo * 0.9).max(0.0), hi * 1.1 + 0.1)
+        };
+        let mut chart = ChartBuilder::on(&top)
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0.0..t_max, lo..hi)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds into the load")
+            .y_desc("server RSS (MiB)")
+            .draw()
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(LineSeries::new(rss, COLOURS[0].stroke_width(2)))
+            .map_err(|e| err(&e))?;
+    }
+    let y_max = p999.iter().map(|p| p.1).fold(0.01f64, f64::max);
+    let mut chart = ChartBuilder::on(&bottom)
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..t_max, (0.001f64..y_max * 1.5).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds into the load")
+        .y_desc("/lookup latency (ms)")
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, (name, pts)) in [("p99", p99), ("p99.9", p999)].into_iter().enumerate() {
+        let colour = COLOURS[(i + 1) % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(format!("{name} of each {:.0} s", s.sample_every_s))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +232,37 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         assert!(svg.contains("<svg") && svg.contains("percentile"));
         assert!(write_svg(&p, "empty", &[("b".into(), &Latency::new())]).is_err());
+    }
+
+    #[test]
+    fn writes_the_soak_plot() {
+        let mut s = crate::soak::SoakReport {
+            sample_every_s: 10.0,
+            ..Default::default()
+        };
+        for i in 1..=6u64 {
+            s.samples.push(crate::soak::Sample {
+                t_s: i as f64 * 10.0,
+                rss_kib: Some(50_000 + i * 10),
+                lookup: crate::stats::LatencySummary {
+                    count: 100,
+                    p99_us: 300 + i,
+                    p999_us: 900,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+        }
+        let path = std::env::temp_dir().join(format!(
+            "nsqlookupd-bench-soak-plot-{}.svg",
+            std::process::id()
+        ));
+        let p = path.to_string_lossy().to_string();
+        write_soak_svg(&p, "soak", &s).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(svg.contains("server RSS (MiB)") && svg.contains("p99.9 of each 10 s"));
+        s.samples.clear();
+        assert!(write_soak_svg(&p, "soak", &s).is_err());
     }
 }

@@ -14,6 +14,9 @@ pub enum Preset {
     Medium,
     /// 500 nodes x 10,000 topics over 20,000 topics x 4 channels.
     Large,
+    /// 5,000 nodes x 20 topics over 10,000 topics x 2 channels: many
+    /// connections with few topics each, the `soak` mode's default.
+    Soak,
 }
 
 /// The fleet shape a preset stands for.
@@ -46,6 +49,12 @@ impl Preset {
                 topics_per_node: 10_000,
                 topic_universe: 20_000,
                 channels: 4,
+            },
+            Preset::Soak => Shape {
+                nodes: 5_000,
+                topics_per_node: 20,
+                topic_universe: 10_000,
+                channels: 2,
             },
         }
     }

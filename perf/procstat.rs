@@ -69,6 +69,13 @@ pub fn sample(pid: &str) -> Result<ProcSample, String> {
     })
 }
 
+/// Open file descriptors of process `pid` (the entries of `/proc/PID/fd`).
+pub fn open_fds(pid: &str) -> Option<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count() as u64)
+}
+
 /// Resource use of a process over one phase.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProcDelta {
@@ -273,5 +280,8 @@ mod tests {
     fn samples_itself() {
         let s = sample("self").unwrap();
         assert!(s.rss_kib > 0);
+        // stdin, stdout, stderr at least (other tests open more meanwhile).
+        assert!(open_fds("self").unwrap() >= 3);
+        assert_eq!(open_fds("no-such-process"), None);
     }
 }

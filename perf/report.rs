@@ -56,6 +56,9 @@ pub struct Report {
     /// `converge`: until a replica answers right for the whole fleet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub converge: Option<ConvergeReport>,
+    /// `soak`: samples over time, per-minute percentiles, drift, bounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<crate::soak::SoakReport>,
 }
 
 /// Cluster propagation, measured with probe nodes (`propagation`).
@@ -761,6 +764,9 @@ impl Report {
         }
         if let Some(c) = &self.converge {
             converge_text(&mut o, c);
+        }
+        if let Some(s) = &self.soak {
+            crate::soak::text(&mut o, s);
         }
         let c = &self.checks;
         let _ = writeln!(

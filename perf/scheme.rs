@@ -125,6 +125,15 @@ impl Workload {
         (node * self.topics_per_node + k) % self.topic_universe
     }
 
+    /// Which of node `node`'s topic slots (`k < T`) is topic `topic`, if
+    /// the node carries it.
+    pub fn slot_of(&self, node: usize, topic: usize) -> Option<usize> {
+        let u = self.topic_universe;
+        let first = (node * self.topics_per_node) % u;
+        let k = (topic % u + u - first) % u;
+        (k < self.topics_per_node && topic < u).then_some(k)
+    }
+
     /// The topics node `node` registers, in registration order.
     pub fn topics_of(&self, node: usize) -> impl Iterator<Item = usize> + '_ {
         (0..self.topics_per_node).map(move |k| self.topic_of(node, k))
@@ -237,6 +246,12 @@ mod tests {
             let topics: Vec<usize> = wl.topics_of(n).collect();
             let distinct: BTreeSet<usize> = topics.iter().copied().collect();
             assert_eq!(distinct.len(), topics.len(), "node {n} has repeated topics");
+            for (k, &t) in topics.iter().enumerate() {
+                assert_eq!(wl.slot_of(n, t), Some(k), "node {n} topic {t}");
+            }
+            for t in 0..wl.topic_universe {
+                assert_eq!(wl.slot_of(n, t).is_some(), distinct.contains(&t));
+            }
             for t in topics {
                 by_topic[t].insert(n);
             }
