@@ -693,7 +693,12 @@ async fn soak_samples_the_server_and_passes() {
     assert!(r.passed, "{t}");
     let s = r.soak.as_ref().expect("soak section");
     assert!(s.samples.len() >= 7, "{t}");
-    assert!(s.samples.iter().all(|x| x.rss_kib.is_some() && x.fds.is_some()), "{t}");
+    assert!(
+        s.samples
+            .iter()
+            .all(|x| x.rss_kib.is_some() && x.fds.is_some()),
+        "{t}"
+    );
     assert!(s.errors.is_empty(), "{t}");
     assert_eq!(s.tcp_over_1s, 0, "{t}");
     assert!(s.measured_max_per_second.is_some_and(|m| m > 0.0), "{t}");
@@ -704,7 +709,7 @@ async fn soak_samples_the_server_and_passes() {
     assert!(
         s.samples
             .iter()
-            .any(|x| x.gauges.get("nsqlookupd_producers").is_some()),
+            .any(|x| x.gauges.contains_key("nsqlookupd_producers")),
         "{t}"
     );
     assert!(s.metrics.contains("gauges recorded"), "{t}");
@@ -714,7 +719,10 @@ async fn soak_samples_the_server_and_passes() {
     assert!(s.soak_checks > 10 && s.soak_checks_failed == 0, "{t}");
     assert_eq!(s.faults.len(), 1, "{t}");
     assert!(s.faults[0].passed, "{t}");
-    assert!(r.checks.sampled > 50 && r.checks.final_checked == 100, "{t}");
+    assert!(
+        r.checks.sampled > 50 && r.checks.final_checked == 100,
+        "{t}"
+    );
     // The ephemeral topics unregistered are gone from the registry: it
     // holds the workload's 100 topics and the few still live.
     let mut c = crate::httpc::HttpConn::plain(&http);

@@ -613,6 +613,7 @@ mod tests {
             .map(|node| Carrier {
                 node,
                 must_appear: true,
+                must_not_appear: false,
                 may_repeat: false,
             })
             .collect()

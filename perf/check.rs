@@ -307,7 +307,10 @@ mod tests {
         carriers[2].must_not_appear = true; // node 4
         assert!(check_lookup(&w, 3, &body(&["c0", "c1"], &[0, 2, 6, 8]), &carriers).is_empty());
         let p = check_lookup(&w, 3, &body(&["c0", "c1"], &[0, 2, 4, 6, 8]), &carriers);
-        assert!(p[0].contains("node-00004.bench listed after its UNREGISTER"), "{p:?}");
+        assert!(
+            p[0].contains("node-00004.bench listed after its UNREGISTER"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -1128,7 +1128,10 @@ mod tests {
         assert_eq!((o.unregister_rate, o.ephemeral_rate), (0.002, 10.0));
         assert_eq!(o.unregister_hold, Duration::from_secs(5));
         assert_eq!(o.ephemeral_life, Duration::from_secs(30));
-        assert_eq!((o.rate_measure, o.rate_share), (Duration::from_secs(5), 0.5));
+        assert_eq!(
+            (o.rate_measure, o.rate_share),
+            (Duration::from_secs(5), 0.5)
+        );
         assert_eq!(
             (o.max_rss_drift_pct, o.max_fd_drift, o.max_fd_drift_pct),
             (5.0, 50.0, 5.0)

@@ -705,7 +705,12 @@ fn before_of(states: &NodeStates, node: usize) -> Before {
 /// the topic never taken out meanwhile (the soak's UNREGISTER share); it
 /// must not be listed if, in one session, the topic was out (its
 /// UNREGISTER answered OK, not yet registered again) the whole time.
-pub fn carriers(states: &NodeStates, w: &Workload, topic: usize, before: &[Before]) -> Vec<Carrier> {
+pub fn carriers(
+    states: &NodeStates,
+    w: &Workload,
+    topic: usize,
+    before: &[Before],
+) -> Vec<Carrier> {
     before
         .iter()
         .map(|&(node, word, out)| {
@@ -714,7 +719,7 @@ pub fn carriers(states: &NodeStates, w: &Workload, topic: usize, before: &[Befor
             let (touched, taken_out) = match Out::of(out) {
                 Out::None => (false, false),
                 Out::InFlux(k) => (Some(k) == slot, false),
-                Out::Out(k) => (Some(k) == slot, Some(k) == slot),
+                Out::Gone(k) => (Some(k) == slot, Some(k) == slot),
             };
             Carrier {
                 node,
@@ -728,7 +733,9 @@ pub fn carriers(states: &NodeStates, w: &Workload, topic: usize, before: &[Befor
 
 /// Node states of `topic`'s carriers before a request (see [`carriers`]).
 pub fn carriers_before(states: &NodeStates, w: &Workload, topic: usize) -> Vec<Before> {
-    w.producers_of(topic).map(|n| before_of(states, n)).collect()
+    w.producers_of(topic)
+        .map(|n| before_of(states, n))
+        .collect()
 }
 
 /// Checks the `/lookup` answer of `topics` (all expected stable) over a

@@ -101,7 +101,7 @@ pub enum Out {
     /// `UNREGISTER topic` of its slot `k` was answered OK and the
     /// REGISTER has not been sent: the server must not list the node for
     /// that topic.
-    Out(usize),
+    Gone(usize),
 }
 
 impl Out {
@@ -110,7 +110,7 @@ impl Out {
         let slot = (word & ((1 << 30) - 1)) as usize;
         match (word >> 30) & 3 {
             1 => Out::InFlux(slot),
-            2 => Out::Out(slot),
+            2 => Out::Gone(slot),
             _ => Out::None,
         }
     }
@@ -119,7 +119,7 @@ impl Out {
         match self {
             Out::None => 0,
             Out::InFlux(k) => 1 << 30 | k as u64,
-            Out::Out(k) => 2 << 30 | k as u64,
+            Out::Gone(k) => 2 << 30 | k as u64,
         }
     }
 }
@@ -202,7 +202,9 @@ impl NodeStates {
 /// What a node is told by the coordinator.
 #[derive(Clone, Copy, Debug)]
 enum Control {
-    Restart { storm: bool },
+    Restart {
+        storm: bool,
+    },
     Stop,
     /// Take one topic out (UNREGISTER its channels and itself), and
     /// register it again after `unregister_hold`.
@@ -1011,7 +1013,7 @@ async fn session(
                             if let Err(e) = command(&mut conn, sh, st, &mut out, |b| wire::put_unregister(b, topic, None)).await {
                                 return fail(st, e);
                             }
-                            sh.states.set_out(node, Out::Out(k));
+                            sh.states.set_out(node, Out::Gone(k));
                             taken = Some((k, tokio::time::Instant::now() + cfg.unregister_hold));
                         }
                     }

@@ -145,9 +145,9 @@ pub fn write_soak_svg(path: &str, title: &str, s: &crate::soak::SoakReport) -> R
         .map_err(|e| err(&e))?;
     let (top, bottom) = root.split_vertically(330);
     {
-        let (lo, hi) = rss
-            .iter()
-            .fold((f64::MAX, 0.0f64), |(lo, hi), &(_, y)| (lo.min(y), hi.max(y)));
+        let (lo, hi) = rss.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &(_, y)| {
+            (lo.min(y), hi.max(y))
+        });
         let (lo, hi) = if rss.is_empty() {
             (0.0, 1.0)
         } else {
