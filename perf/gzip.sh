@@ -4,7 +4,10 @@
 #
 #   perf/gzip.sh PRESET [ROUNDS [JSON]]              (default 3 rounds)
 #   RATE=N perf/gzip.sh PRESET [ROUNDS [JSON]]       (open loop at N/s)
-
+#   RT=P ... perf/gzip.sh ...   every process at SCHED_FIFO priority P (the
+#                               VM's ~20 ms stalls at normal priority make
+#                               every open-loop tail; see perf/README.md)
+#
 # One server with PRESET's fleet registered, pinned to core 0 (the ceiling
 # servers too), loads from core 1, 64 keep-alive connections, 3 s of
 # warm-up + 8 s measured each. Each round, in turn:
@@ -27,8 +30,10 @@ preset=${1:?usage: perf/gzip.sh PRESET [ROUNDS [JSON]]}
 rounds=${2:-3}
 json_out=${3:-}
 release_binaries
+rt=()
+[ -n "${RT:-}" ] && rt=(chrt -f "$RT")
 tmp=$(mktemp -d)
-start_server "$tmp/server.log" taskset -c 0 "$server"
+start_server "$tmp/server.log" "${rt[@]}" taskset -c 0 "$server"
 pid=$server_pid tcp=$server_tcp http=$server_http
 trap 'kill $pid ${fleet:-} 2>/dev/null || true; rm -rf "$tmp"' EXIT
 taskset -c 1 "$bench" fleet --preset "$preset" --tcp-address "$tcp" --duration 3600s >"$tmp/fleet.log" 2>&1 &
@@ -36,15 +41,15 @@ fleet=$!
 for _ in $(seq 1200); do grep -q "registered in" "$tmp/fleet.log" && break; sleep 0.5; done
 load=(--preset "$preset" --workers 64 --warmup 3s --duration 8s --gzip-decode checked ${RATE:+--rate "$RATE"})
 for r in $(seq "$rounds"); do
-    taskset -c 1 "$bench" ceiling "${load[@]}" --ceiling-kind single --ceiling-cpus 0 \
+    "${rt[@]}" taskset -c 1 "$bench" ceiling "${load[@]}" --ceiling-kind single --ceiling-cpus 0 \
         --json "$tmp/ceiling-single-plain-$r.json" >/dev/null 2>&1
-    taskset -c 1 "$bench" ceiling "${load[@]}" --ceiling-kind distinct --accept-gzip --ceiling-cpus 0 \
+    "${rt[@]}" taskset -c 1 "$bench" ceiling "${load[@]}" --ceiling-kind distinct --accept-gzip --ceiling-cpus 0 \
         --json "$tmp/ceiling-distinct-gzip-$r.json" >/dev/null 2>&1
-    taskset -c 1 "$bench" ceiling "${load[@]}" --ceiling-kind distinct --ceiling-cpus 0 \
+    "${rt[@]}" taskset -c 1 "$bench" ceiling "${load[@]}" --ceiling-kind distinct --ceiling-cpus 0 \
         --json "$tmp/ceiling-distinct-plain-$r.json" >/dev/null 2>&1
-    taskset -c 1 "$bench" consumers "${load[@]}" --http-address "$http" --server-pid "$pid" \
+    "${rt[@]}" taskset -c 1 "$bench" consumers "${load[@]}" --http-address "$http" --server-pid "$pid" \
         --json "$tmp/server-plain-$r.json" >/dev/null 2>&1
-    taskset -c 1 "$bench" consumers "${load[@]}" --accept-gzip --http-address "$http" --server-pid "$pid" \
+    "${rt[@]}" taskset -c 1 "$bench" consumers "${load[@]}" --accept-gzip --http-address "$http" --server-pid "$pid" \
         --json "$tmp/server-gzip-$r.json" >/dev/null 2>&1
 done
 rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
