@@ -1252,7 +1252,11 @@ mod tests {
         assert_eq!(rows[0].lookup.max_us, 2000);
         assert_eq!(rows[1].minute, 2);
         // (The histogram keeps three significant digits.)
-        assert!(rows[1].lookup.p99_us.abs_diff(9900) <= 10, "{}", rows[1].lookup.p99_us);
+        assert!(
+            rows[1].lookup.p99_us.abs_diff(9900) <= 10,
+            "{}",
+            rows[1].lookup.p99_us
+        );
         assert!((rows[1].per_second - 1000.0 / 30.0).abs() < 1e-9);
     }
 

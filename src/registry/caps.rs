@@ -157,7 +157,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::registry::{PeerInfo, RegistryOptions};
+    use crate::registry::RegistryOptions;
+    use crate::registry::tests::peer;
 
     fn registry(max_registrations: u64, max_keys: u64) -> Arc<Registry> {
         Arc::new(Registry::new(RegistryOptions {
@@ -167,19 +168,6 @@ mod tests {
             },
             ..RegistryOptions::default()
         }))
-    }
-
-    fn peer(n: u16) -> PeerInfo {
-        PeerInfo {
-            remote_address: format!("127.0.0.1:{}", 5000 + n),
-            hostname: format!("host-{n}"),
-            broadcast_address: format!("node-{n}.example"),
-            tcp_port: 4150,
-            http_port: 4151,
-            version: "1.3.0".into(),
-            topology_zone: String::new(),
-            topology_region: String::new(),
-        }
     }
 
     fn held(r: &Registry) -> u64 {

@@ -18,7 +18,7 @@ fn registry() -> Arc<Registry> {
     }))
 }
 
-fn peer(n: u16) -> PeerInfo {
+pub(super) fn peer(n: u16) -> PeerInfo {
     PeerInfo {
         remote_address: format!("127.0.0.1:{}", 5000 + n),
         hostname: format!("host-{n}"),
