@@ -334,6 +334,9 @@ impl Server {
         if let Some(cluster) = cluster {
             let _ = tokio::time::timeout(CLUSTER_STOP_TIMEOUT, cluster).await;
         }
+        // The connections closing below need not take their producers
+        // out of the registry: the process is exiting.
+        self.registry.close();
         shutdown.cancel();
         if let Some(reloader) = reloader {
             reloader.abort();

@@ -199,6 +199,8 @@ pub struct Registry {
     observer: Option<Arc<dyn Observer>>,
     /// `--max-registrations`, `--max-keys` (see `caps.rs`).
     caps: Caps,
+    /// The process is exiting (see [`Registry::close`]).
+    closing: AtomicBool,
 }
 
 impl Registry {
@@ -225,6 +227,7 @@ impl Registry {
             tombstone_lifetime: duration_nanos(options.tombstone_lifetime),
             observer,
             caps: options.caps,
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -303,6 +306,15 @@ impl Registry {
                 self.changed();
             }
         }
+    }
+
+    /// The process is exiting: producers dropped from now on are not
+    /// taken out of their keys. Nobody reads the registry any more, and
+    /// taking a fleet's registrations out one by one held shutdown for
+    /// seconds (2.4 s for the medium fleet: every TCP session dropped on
+    /// the async thread at once, each removing its 5,000 registrations).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
     }
 
     /// How answers are compressed.
@@ -960,6 +972,9 @@ impl ProducerHandle {
 impl Drop for ProducerHandle {
     fn drop(&mut self) {
         let registry = &self.registry;
+        if registry.closing.load(Ordering::Acquire) {
+            return; // the process is exiting (see `Registry::close`)
+        }
         let id = self.producer.id;
         let count = self.keys.live;
         for entry in self.keys.entries.drain(..) {

@@ -960,3 +960,15 @@ mod compressed {
         }
     }
 }
+
+/// Once the registry is closed (the process is exiting), a dropped
+/// producer is not taken out of its keys: shutdown does no cleanup work.
+#[test]
+fn a_closed_registry_skips_the_cleanup_of_dropped_producers() {
+    let r = registry();
+    let mut a = r.identify(peer(1));
+    a.register("t", None);
+    r.close();
+    drop(a);
+    assert_eq!(lookup(&r, "t").map(|(_, p)| p.len()), Some(1));
+}
