@@ -374,6 +374,13 @@ pub struct ConsumerArgs {
     /// Seed of the topic choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Open loop: the pacer yields (keeping the bench's core busy) when the
+    /// next request is due sooner than this, and sleeps on tokio's 1 ms
+    /// timer otherwise. 0 = always sleep: tickets leave up to ~1 ms late,
+    /// but the core is left to whatever else runs on it (the fault
+    /// scenarios' clients, perf/faults.sh).
+    #[arg(long, default_value = "2ms", value_parser = parse_duration)]
+    pub pacer_spin: Duration,
 }
 
 impl ConsumerArgs {
@@ -410,6 +417,7 @@ impl ConsumerArgs {
             http_timeout: self.http_timeout,
             gzip_decode: self.gzip_decode,
             seed: self.seed,
+            pacer_spin: self.pacer_spin,
         })
     }
 }

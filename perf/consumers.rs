@@ -91,6 +91,9 @@ pub struct ConsumerConfig {
     /// Which gzip answers are inflated (with `client.accept_gzip`).
     pub gzip_decode: GzipDecode,
     pub seed: u64,
+    /// The pacer yields when the next ticket is closer than this, else
+    /// sleeps (`--pacer-spin`, 2 ms by default).
+    pub pacer_spin: Duration,
 }
 
 impl ConsumerConfig {
@@ -312,7 +315,9 @@ struct DeferredCheck {
 }
 
 /// The pacer sleeps on tokio's timer (1 ms granularity) only when the next
-/// ticket is further away than this; closer, it yields.
+/// ticket is further away than this; closer, it yields: `--pacer-spin`'s
+/// default (perf/cli.rs), which the tests use.
+#[cfg(test)]
 const PACER_SPIN: Duration = Duration::from_millis(2);
 
 /// The open-loop timeline, shared by the pacer task and the workers.
@@ -320,6 +325,8 @@ struct Timeline {
     start: Instant,
     rate: f64,
     duration: Duration,
+    /// Yield rather than sleep when the next ticket is closer than this.
+    spin: Duration,
     /// One permit per ticket released and not yet taken; closed at the end.
     permits: Semaphore,
     /// The next ticket to take.
@@ -330,11 +337,12 @@ struct Timeline {
 }
 
 impl Timeline {
-    fn new(start: Instant, rate: f64, duration: Duration) -> Self {
+    fn new(start: Instant, rate: f64, duration: Duration, spin: Duration) -> Self {
         Timeline {
             start,
             rate,
             duration,
+            spin,
             permits: Semaphore::new(0),
             next: AtomicU64::new(0),
             released: AtomicU64::new(u64::MAX),
@@ -365,8 +373,8 @@ impl Timeline {
             }
             let wake = due_offset(released, self.rate).min(self.duration);
             match wake.checked_sub(elapsed) {
-                Some(left) if left > PACER_SPIN => {
-                    tokio::time::sleep(left - PACER_SPIN / 2).await;
+                Some(left) if left > self.spin => {
+                    tokio::time::sleep(left - self.spin / 2).await;
                 }
                 _ => tokio::task::yield_now().await,
             }
@@ -519,8 +527,14 @@ async fn timed_run(
         .map(|_| ConsumerStats::prepared(&ctx.cfg.mix))
         .collect();
     let start = Instant::now();
-    let timeline =
-        (ctx.cfg.rate > 0.0).then(|| Arc::new(Timeline::new(start, ctx.cfg.rate, duration)));
+    let timeline = (ctx.cfg.rate > 0.0).then(|| {
+        Arc::new(Timeline::new(
+            start,
+            ctx.cfg.rate,
+            duration,
+            ctx.cfg.pacer_spin,
+        ))
+    });
     let pacer = timeline
         .clone()
         .map(|t| tokio::spawn(async move { t.pace().await }));
@@ -886,7 +900,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let t = Arc::new(Timeline::new(Instant::now(), rate, run));
+            let t = Arc::new(Timeline::new(Instant::now(), rate, run, PACER_SPIN));
             let pacer = {
                 let t = t.clone();
                 tokio::spawn(async move { t.pace().await })
@@ -970,6 +984,7 @@ mod tests {
                 Instant::now() - Duration::from_secs(2),
                 1000.0,
                 Duration::from_secs(1),
+                PACER_SPIN,
             );
             over.permits.add_permits(3);
             assert_eq!(over.take().await, None);
@@ -980,6 +995,7 @@ mod tests {
                 Instant::now(),
                 1000.0,
                 Duration::from_secs(3600),
+                PACER_SPIN,
             ));
             let waiting = {
                 let t = t.clone();
