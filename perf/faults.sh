@@ -25,7 +25,8 @@
 # disturb.py's faults; its nsqd probe always runs SCHED_FIFO on core 1),
 # DISTURB_SCHED (normal, or idle: the faults SCHED_IDLE, e.g. with
 # DISTURB_CPUS=0 so that they only use the server core's idle time),
-# SERVER_BIN / BENCH_BIN (prebuilt binaries; else
+# SERVER_ARGS (more server options, word-split, e.g.
+# --max-http-accept-rate=5000), SERVER_BIN / BENCH_BIN (prebuilt binaries; else
 # ${CARGO_TARGET_DIR:-target}/release, built when missing). Waits while
 # /work/PERF_QUIET exists (QUIET_FILE), before each scenario.
 set -uo pipefail
@@ -106,7 +107,8 @@ record() {
 setup() {
     local name=$1
     log=$OUT/$name.server.log
-    start_server "$log" taskset -c 0 "$server"
+    # shellcheck disable=SC2086
+    start_server "$log" taskset -c 0 "$server" ${SERVER_ARGS:-}
     pid=$server_pid tcp=$server_tcp http=$server_http
     if [ -z "$http" ]; then
         echo "$name: the server did not start (see $log)" >&2
@@ -219,7 +221,7 @@ scenario_kill9() {
     taskset -c 1 "$bench" converge "${workload[@]}" --http-address "$http" \
         --converge-timeout 60s --json "$o.converge.json" >"$o.converge.txt" 2>&1 &
     local vpid=$!
-    start_server_at "$OUT/kill9.restart.log" "$tcp" "$http" taskset -c 0 "$server"
+    start_server_at "$OUT/kill9.restart.log" "$tcp" "$http" taskset -c 0 "$server" ${SERVER_ARGS:-}
     pid=$server_pid
     log=$OUT/kill9.restart.log
     local t_up restarted=yes

@@ -29,6 +29,9 @@ pub enum Limit {
     TcpConnections,
     /// `--max-http-connections`: a connection refused at accept.
     HttpConnections,
+    /// `--max-http-accept-rate`: the HTTP accept loop paused, new
+    /// connections left in the kernel's backlog (counted once a pause).
+    HttpAcceptRate,
     /// An HTTP request body over the limit.
     HttpBodySize,
     /// `--http-header-timeout`: part of a request head, and not the rest
@@ -38,7 +41,7 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::CommandSize,
         Limit::IdentifyBodySize,
         Limit::RegistrationsPerConnection,
@@ -47,6 +50,7 @@ impl Limit {
         Limit::TcpIdleTimeout,
         Limit::TcpConnections,
         Limit::HttpConnections,
+        Limit::HttpAcceptRate,
         Limit::HttpBodySize,
         Limit::HttpHeaderTimeout,
     ];
@@ -62,6 +66,7 @@ impl Limit {
             Limit::TcpIdleTimeout => "tcp_idle_timeout",
             Limit::TcpConnections => "max_tcp_connections",
             Limit::HttpConnections => "max_http_connections",
+            Limit::HttpAcceptRate => "max_http_accept_rate",
             Limit::HttpBodySize => "http_max_body_size",
             Limit::HttpHeaderTimeout => "http_header_timeout",
         }

@@ -2153,3 +2153,53 @@ fn http_client_that_never_reads_big_nodes() {
          {written:?} bytes of requests before the server stopped reading"
     );
 }
+
+/// `--max-http-accept-rate`: a burst of new connections is taken from the
+/// backlog at the rate (a tenth of a second's worth at once), every one of
+/// them answered, none refused, and the pauses counted and logged.
+#[test]
+fn http_accept_rate_paces_a_connection_burst() {
+    let server = Server::start_with(["--max-http-accept-rate=20"]);
+    let http = server.http_addr();
+    // 20/s: 2 at once, then one every 50 ms; 12 connections take at least
+    // (12 - 2) x 50 ms = 500 ms to be accepted, however fast the machine.
+    const N: usize = 12;
+    let started = Instant::now();
+    let mut conns: Vec<TcpStream> = (0..N)
+        .map(|i| {
+            let mut s = TcpStream::connect(http).unwrap_or_else(|e| panic!("connect {i}: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .unwrap_or_else(|e| panic!("answer {i}: {e}"));
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "connection {i} answered {}",
+            show(&answer)
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450),
+        "{N} connections accepted in {took:?}: not paced at 20/s"
+    );
+    assert!(limit_hits(&server, "max_http_accept_rate") >= 1);
+    assert_eq!(limit_hits(&server, "max_http_connections"), 0);
+    expect_log_lines(&server, "faster than --max-http-accept-rate=20/s", 1);
+}
+
+/// Without the flag, nothing is paced and the series reads 0.
+#[test]
+fn http_accept_rate_off_by_default() {
+    let server = Server::start();
+    for _ in 0..30 {
+        assert_eq!(http_get(server.http_addr(), "/ping").status, 200);
+    }
+    assert_eq!(limit_hits(&server, "max_http_accept_rate"), 0);
+}

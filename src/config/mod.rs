@@ -125,6 +125,12 @@ fn parse_size(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A rate, 0 meaning no limit.
+fn parse_rate(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .map_err(|_| format!("invalid rate {s:?} (a number a second, 0 = no limit)"))
+}
+
 /// The command line as clap sees it.
 #[derive(Parser, Debug)]
 #[command(
@@ -206,6 +212,11 @@ struct Cli {
     #[arg(long, value_name = "N", default_value = "10000", value_parser = parse_size,
         help_heading = "Limits")]
     max_http_connections: usize,
+
+    /// most new HTTP and HTTPS connections accepted per second, together; more wait in the kernel's backlog (a burst of connections then cannot starve the open ones); 0 = no limit
+    #[arg(long, value_name = "N", default_value = "0", value_parser = parse_rate,
+        help_heading = "Limits")]
+    max_http_accept_rate: usize,
 
     /// time allowed to send an HTTP request head; also closes idle keep-alive connections
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
@@ -692,6 +703,7 @@ fn resolve(
     let tcp_idle_timeout = pick!(tcp_idle_timeout, parse_duration);
     let max_tcp_connections = pick!(max_tcp_connections, parse_size);
     let max_http_connections = pick!(max_http_connections, parse_size);
+    let max_http_accept_rate = pick!(max_http_accept_rate, parse_rate);
     let http_header_timeout = pick!(http_header_timeout, parse_duration);
     let http_max_header_size = pick!(http_max_header_size, parse_header_size);
     let http_max_body_size = pick!(http_max_body_size, parse_size);
@@ -774,6 +786,7 @@ fn resolve(
         },
         http_limits: HttpLimits {
             max_connections: max_http_connections,
+            max_accept_rate: max_http_accept_rate,
             header_timeout: http_header_timeout,
             max_header_size: http_max_header_size,
             max_body_size: http_max_body_size,

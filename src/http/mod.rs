@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::accept::{Accepted, Acceptor};
+use crate::accept::{AcceptRate, Accepted, Acceptor};
 use crate::access::{Access, Remembered};
 use crate::registry::Registry;
 use crate::stats::{GaugeGuard, Limit, Stats};
@@ -55,6 +55,9 @@ use head_deadline::{Progress, Stall, Watched};
 pub struct HttpLimits {
     /// Most simultaneous connections; more are closed at accept.
     pub max_connections: usize,
+    /// Most new connections accepted a second, HTTP and HTTPS together;
+    /// 0 = no limit (`--max-http-accept-rate`, see [`crate::accept::AcceptRate`]).
+    pub max_accept_rate: usize,
     /// Time allowed to send a complete request head; also how long an idle
     /// keep-alive connection stays open.
     pub header_timeout: Duration,
@@ -69,6 +72,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_connections: 10_000,
+            max_accept_rate: 0,
             header_timeout: Duration::from_secs(30),
             max_header_size: 64 * 1024,
             max_body_size: 1 << 20,
@@ -91,6 +95,8 @@ pub struct HttpContext {
     /// The `--max-http-connections` slots, one pool for the HTTP and the
     /// HTTPS listener.
     pub connection_slots: Arc<Semaphore>,
+    /// `--max-http-accept-rate`, one pace for both listeners; `None`: no limit.
+    pub accept_rate: Option<Arc<AcceptRate>>,
     /// `--tls-required`: the HTTPS port that plain-HTTP requests are sent
     /// to (403 `TLS_REQUIRED`, see `handlers`); `None`: plain HTTP serves.
     pub tls_redirect: Option<u16>,
@@ -145,6 +151,7 @@ impl HttpContext {
             heavy_views: Semaphore::new(HEAVY_VIEWS),
             access,
             connection_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            accept_rate: AcceptRate::new(limits.max_accept_rate).map(Arc::new),
             tls_redirect: None,
         }
     }
@@ -298,6 +305,7 @@ fn acceptor(listener: TcpListener, name: &'static str, ctx: &HttpContext) -> Acc
         Arc::clone(&ctx.stats),
     )
     .with_slots(Arc::clone(&ctx.connection_slots))
+    .pacing(ctx.accept_rate.clone())
 }
 
 /// Serves one connection, plain or TLS, until it ends, stalls, or
