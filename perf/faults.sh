@@ -10,7 +10,7 @@
 # OUT (default perf/results/faults), the summary in SUMMARY (default
 # OUT/summary.json). Exit status 1 if any scenario FAILed, 2 on a usage error.
 #
-# Environment: PRESET (medium), RATE (consumer requests/s, open loop, 5000),
+# Environment: PRESET (soak), RATE (consumer requests/s, open loop, 5000),
 # WORKERS (32), PACER_SPIN (the consumers' --pacer-spin, 0s: the pacer
 # sleeps between requests instead of keeping core 1 busy, which left the
 # faults' own client, on the same core, a fraction of it), LOAD_S (seconds of each consumers run, 10), CHURN (0.02),
@@ -40,7 +40,7 @@ for s in "${scenarios[@]}"; do
     case " ${all[*]} " in *" $s "*) ;; *) echo "faults.sh: unknown scenario $s (one of: ${all[*]})" >&2; exit 2 ;; esac
 done
 
-PRESET=${PRESET:-medium}
+PRESET=${PRESET:-soak}
 RATE=${RATE:-5000}
 WORKERS=${WORKERS:-32}
 PACER_SPIN=${PACER_SPIN:-0s}

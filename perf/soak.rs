@@ -101,7 +101,8 @@ pub struct DriftReport {
     pub last_window_s: (f64, f64),
     pub base_samples: usize,
     pub last_samples: usize,
-    /// RSS in KiB; `bound` is in KiB too (`--max-rss-drift-pct` of the base).
+    /// RSS in KiB; `bound` is in KiB too (`--max-rss-drift-pct` of the base,
+    /// at least `--max-rss-drift-mib`).
     pub rss: Option<Drift>,
     /// Open descriptors; `bound` is max(`--max-fd-drift`,
     /// `--max-fd-drift-pct` of the base).
@@ -242,9 +243,9 @@ pub fn drift_report(samples: &[Sample], duration: f64, o: &SoakOpts) -> DriftRep
         .iter()
         .filter_map(|s| s.fds.map(|r| (s.t_s, r as f64)))
         .collect();
-    let rss_pct = o.max_rss_drift_pct;
+    let (rss_pct, rss_abs_kib) = (o.max_rss_drift_pct, o.max_rss_drift_mib * 1024.0);
     let (fd_abs, fd_pct) = (o.max_fd_drift, o.max_fd_drift_pct);
-    let r = drift(&rss, base, last, |b| b * rss_pct / 100.0);
+    let r = drift(&rss, base, last, |b| rss_abs_kib.max(b * rss_pct / 100.0));
     let f = drift(&fds, base, last, |b| fd_abs.max(b * fd_pct / 100.0));
     let mut out = DriftReport {
         base_window_s: base,
@@ -943,10 +944,11 @@ fn soak_verdict(rep: &mut crate::report::Report, sr: &mut SoakReport, o: &SoakOp
         "errors of any kind (HTTP, TCP, wrong answers): 0".into(),
         "TCP answers slower than 1 s: 0 (slower than 100 ms: counted)".into(),
         format!(
-            "RSS drift (mean of the last {:.0} s against the mean of {:.0}-{:.0} s): at most +{}%",
+            "RSS drift (mean of the last {:.0} s against the mean of {:.0}-{:.0} s): at most +max({} MiB, {}% of the base)",
             o.drift_window.as_secs_f64(),
             o.drift_base_start.as_secs_f64(),
             (o.drift_base_start + o.drift_window).as_secs_f64(),
+            o.max_rss_drift_mib,
             o.max_rss_drift_pct
         ),
         format!(
@@ -972,10 +974,12 @@ fn soak_verdict(rep: &mut crate::report::Report, sr: &mut SoakReport, o: &SoakOp
         && !d.within
     {
         rep.problems.push(format!(
-            "RSS grew {:+.1}% ({:.1} -> {:.1} MiB), bound +{}%",
+            "RSS grew {:+.1}% ({:.1} -> {:.1} MiB), bound +{:.1} MiB (max of {} MiB and {}%)",
             d.change_pct,
             d.base_mean / 1024.0,
             d.last_mean / 1024.0,
+            d.bound / 1024.0,
+            o.max_rss_drift_mib,
             o.max_rss_drift_pct
         ));
     }
@@ -1209,14 +1213,19 @@ mod tests {
         .unwrap()
         .0;
         assert!(f.within && f.bound == 50.0, "{f:?}");
-        // RSS up 6 % over 5 %.
+        // RSS up 6 % over 5 %, with no floor.
         let s = vec![sample(20.0, 1000, 1), sample(50.0, 1060, 1)];
         let mut o2 = o.clone();
         o2.drift_base_start = Duration::from_secs(10);
         o2.drift_window = Duration::from_secs(20);
+        o2.max_rss_drift_mib = 0.0;
         let d = drift_report(&s, 60.0, &o2);
         let r = d.rss.unwrap();
         assert!(!r.within && (r.change_pct - 6.0).abs() < 1e-9, "{r:?}");
+        // The same 60 KiB under the default 2 MiB floor: within.
+        o2.max_rss_drift_mib = 2.0;
+        let r = drift_report(&s, 60.0, &o2).rss.unwrap();
+        assert!(r.within && r.bound == 2048.0, "{r:?}");
         // No server samples: said so.
         let d = drift_report(&[Sample::default()], 600.0, &o);
         assert!(d.not_computed.unwrap().contains("--server-pid"));
