@@ -18,8 +18,9 @@
 //!   registry through its public API; the registry knows nothing of it.
 //! - [`config`]: flags, the TOML config file and Go durations.
 //! - [`server`]: binds the listeners, runs them, shuts them down;
-//!   [`accept`]: their shared accept loop with its connection cap and
-//!   [`allow`]'s source-address allow-list (`--tcp-allow`).
+//!   [`accept`]: their shared accept loop with its connection cap, the
+//!   HTTP accept pace (`--max-http-accept-rate`) and [`allow`]'s
+//!   source-address allow-list (`--tcp-allow`).
 //! - [`logging`]: log lines in the original's format.
 //! - [`stats`]: connection and limit counters (atomics, never locked).
 //! - [`metrics`]: `GET /metrics`, reading those counters at scrape time.
