@@ -11,9 +11,12 @@
 # OUT/summary.json). Exit status 1 if any scenario FAILed, 2 on a usage error.
 #
 # Environment: PRESET (soak), RATE (consumer requests/s, open loop, 5000),
-# WORKERS (32), PACER_SPIN (the consumers' --pacer-spin, 0s: the pacer
-# sleeps between requests instead of keeping core 1 busy, which left the
-# faults' own client, on the same core, a fraction of it), LOAD_S (seconds of each consumers run, 10), CHURN (0.02),
+# WORKERS (32), PACER_SPIN (the consumers' --pacer-spin; unset: 0s for
+# burst, whose client needs all of core 1 to open its connections (with the
+# pacer spinning it got half and took 3.1-4.6 s), 2ms, the bench's default,
+# for the others, whose clients need no CPU while measured: with the pacer
+# sleeping, slow-reader's ratio went x1.16-x16.9 over four runs of one
+# build, spinning x0.81-x1.09 over three), LOAD_S (seconds of each consumers run, 10), CHURN (0.02),
 # KILL9_CHURN (0: converge and the answer check need a stable fleet; the
 # fleet still reconnects after the kill),
 # KILL9_LIMIT_S (every topic right within this long of the kill; default
@@ -43,7 +46,14 @@ done
 PRESET=${PRESET:-soak}
 RATE=${RATE:-5000}
 WORKERS=${WORKERS:-32}
-PACER_SPIN=${PACER_SPIN:-0s}
+PACER_SPIN=${PACER_SPIN:-}
+# The consumers' --pacer-spin in scenario NAME (see PACER_SPIN above).
+spin_for() {
+    if [ -n "$PACER_SPIN" ]; then echo "$PACER_SPIN"
+    elif [ "$1" = burst ]; then echo 0s
+    else echo 2ms
+    fi
+}
 LOAD_S=${LOAD_S:-10}
 CHURN=${CHURN:-0.02}
 KILL9_CHURN=${KILL9_CHURN:-0}
@@ -141,10 +151,11 @@ trap 'teardown; exit 130' INT TERM
 
 # consumers NAME [extra options]: one open-loop run of LOAD_S seconds.
 consumers() {
-    local out=$1
+    local out=$1 name
     shift
+    name=$(basename "$out")
     taskset -c 1 "$bench" consumers "${workload[@]}" --http-address "$http" \
-        --workers "$WORKERS" --rate "$RATE" --duration "${LOAD_S}s" --pacer-spin "$PACER_SPIN" \
+        --workers "$WORKERS" --rate "$RATE" --duration "${LOAD_S}s" --pacer-spin "$(spin_for "${name%%.*}")" \
         --server-pid "$pid" --json "$out.json" "$@" >"$out.txt" 2>&1
 }
 
@@ -153,7 +164,7 @@ scenario_sigterm() {
     setup sigterm || { record sigterm FAIL "server did not start" '{}'; return; }
     local o=$OUT/sigterm
     taskset -c 1 "$bench" consumers "${workload[@]}" --http-address "$http" \
-        --workers "$WORKERS" --rate "$RATE" --duration 6s --pacer-spin "$PACER_SPIN" \
+        --workers "$WORKERS" --rate "$RATE" --duration 6s --pacer-spin "$(spin_for sigterm)" \
         --json "$o.consumers.json" >"$o.consumers.txt" 2>&1 &
     local cpid=$!
     sleep 3
@@ -208,7 +219,7 @@ scenario_kill9() {
     local o=$OUT/kill9
     # Load while it dies and comes back (errors expected while it is down).
     taskset -c 1 "$bench" consumers "${workload[@]}" --http-address "$http" \
-        --workers "$WORKERS" --rate "$RATE" --duration 6s --pacer-spin "$PACER_SPIN" \
+        --workers "$WORKERS" --rate "$RATE" --duration 6s --pacer-spin "$(spin_for kill9)" \
         --json "$o.during.json" >"$o.during.txt" 2>&1 &
     local cpid=$!
     sleep 2
