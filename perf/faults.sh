@@ -149,23 +149,30 @@ teardown() {
 }
 trap 'teardown; exit 130' INT TERM
 
-# consumers NAME [extra options]: one open-loop run of LOAD_S seconds.
-consumers() {
-    local out=$1 name
-    shift
+# load OUT DURATION [extra options]: one open-loop consumers run on core 1,
+# its figures in OUT.json and OUT.txt (OUT's first word is the scenario).
+load() {
+    local out=$1 duration=$2 name
+    shift 2
     name=$(basename "$out")
     taskset -c 1 "$bench" consumers "${workload[@]}" --http-address "$http" \
-        --workers "$WORKERS" --rate "$RATE" --duration "${LOAD_S}s" --pacer-spin "$(spin_for "${name%%.*}")" \
-        --server-pid "$pid" --json "$out.json" "$@" >"$out.txt" 2>&1
+        --workers "$WORKERS" --rate "$RATE" --duration "$duration" --pacer-spin "$(spin_for "${name%%.*}")" \
+        --json "$out.json" "$@" >"$out.txt" 2>&1
+}
+
+# consumers OUT [extra options]: LOAD_S seconds of it, the server sampled.
+consumers() {
+    local out=$1
+    shift
+    load "$out" "${LOAD_S}s" --server-pid "$pid" "$@"
 }
 
 # ------------------------------------------------------------------ sigterm
 scenario_sigterm() {
     setup sigterm || { record sigterm FAIL "server did not start" '{}'; return; }
     local o=$OUT/sigterm
-    taskset -c 1 "$bench" consumers "${workload[@]}" --http-address "$http" \
-        --workers "$WORKERS" --rate "$RATE" --duration 6s --pacer-spin "$(spin_for sigterm)" \
-        --json "$o.consumers.json" >"$o.consumers.txt" 2>&1 &
+    # No --server-pid: the server exits during it.
+    load "$o.consumers" 6s &
     local cpid=$!
     sleep 3
     local sockets
@@ -218,9 +225,7 @@ scenario_kill9() {
     setup kill9 || { record kill9 FAIL "server did not start" '{}'; return; }
     local o=$OUT/kill9
     # Load while it dies and comes back (errors expected while it is down).
-    taskset -c 1 "$bench" consumers "${workload[@]}" --http-address "$http" \
-        --workers "$WORKERS" --rate "$RATE" --duration 6s --pacer-spin "$(spin_for kill9)" \
-        --json "$o.during.json" >"$o.during.txt" 2>&1 &
+    load "$o.during" 6s &
     local cpid=$!
     sleep 2
     local old_pid=$pid t_kill

@@ -42,6 +42,13 @@ const PROTOCOL_ERRORS: [&str; 6] = [
     "bad_ping_answer",
 ];
 
+/// Records which HTTP addresses the consumers ask, and how (`run`,
+/// `consumers`, `soak`).
+pub(crate) fn report_consumers(rep: &mut Report, ccfg: &ConsumerConfig) {
+    rep.http_address = Some(ccfg.addresses_text());
+    rep.http_client = Some(ccfg.client.report(&ccfg.http));
+}
+
 pub(crate) fn new_report(mode: &str, out: &OutputArgs) -> Report {
     Report {
         tool: format!("nsqlookupd-bench {}", env!("CARGO_PKG_VERSION")),
@@ -511,8 +518,7 @@ pub async fn run(a: RunArgs) -> Result<Outcome, String> {
         "ceiling_opts": a.ceiling_opts,
     });
     rep.tcp_address = Some(a.fleet.tcp_address.join(","));
-    rep.http_address = Some(ccfg.addresses_text());
-    rep.http_client = Some(ccfg.client.report(&ccfg.http));
+    report_consumers(&mut rep, &ccfg);
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
     let mut plots = Vec::new();
     let pid = a.output.server_pid.map(|p| p.to_string());
@@ -675,8 +681,7 @@ pub async fn consumers_only(a: ConsumersOnlyArgs) -> Result<Outcome, String> {
     let cfg = a.consumers.config(0.0)?;
     let mut rep = new_report("consumers", &a.output);
     rep.settings = serde_json::json!({"consumers": a.consumers});
-    rep.http_address = Some(cfg.addresses_text());
-    rep.http_client = Some(cfg.client.report(&cfg.http));
+    report_consumers(&mut rep, &cfg);
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
     let states = (cfg.check_sample > 0.0).then(|| Arc::new(NodeStates::all_registered(w.nodes)));
     let pid = a.output.server_pid.map(|p| p.to_string());

@@ -639,8 +639,7 @@ pub async fn soak(a: SoakArgs) -> Result<Outcome, String> {
         "soak": a.soak,
     });
     rep.tcp_address = Some(a.fleet.tcp_address.join(","));
-    rep.http_address = Some(ccfg.addresses_text());
-    rep.http_client = Some(ccfg.client.report(&ccfg.http));
+    modes::report_consumers(&mut rep, &ccfg);
     rep.workload = Some(WorkloadReport::new(&w, a.workload.pure_preset()));
     let pid = a.output.server_pid.map(|p| p.to_string());
     let o = &a.soak;

@@ -150,8 +150,9 @@ impl Acceptor {
     pub async fn next(&self, shutdown: &CancellationToken) -> Option<Accepted> {
         loop {
             if let Some(rate) = &self.rate {
-                let at = rate.book(Instant::now());
-                if at > Instant::now() {
+                let now = Instant::now();
+                let at = rate.book(now);
+                if at > now {
                     self.stats.limit_hit(Limit::HttpAcceptRate);
                     if let Some(n) = self.paused.hit() {
                         warn!(
