@@ -385,6 +385,12 @@ fn encode_cluster(c: &ClusterStats, e: &mut DescriptorEncoder) -> std::fmt::Resu
     )?;
     gauge(
         e,
+        "nsqlookupd_cluster_etcd_endpoints_in_use",
+        "etcd endpoints requests are sent to: the configured ones less those failing health checks",
+        as_i64(c.endpoints_in_use.load(Relaxed)),
+    )?;
+    gauge(
+        e,
         "nsqlookupd_cluster_ready",
         "1 once the other replicas' registrations are loaded",
         flag(&c.ready),

@@ -177,6 +177,9 @@ pub struct ClusterStats {
     pub connected: AtomicBool,
     /// The first snapshot of the other replicas is applied.
     pub ready: AtomicBool,
+    /// etcd endpoints the client sends requests to (the configured ones
+    /// less those failing their health checks; see `cluster::endpoints`).
+    pub endpoints_in_use: AtomicU64,
     /// The TTL etcd last granted or confirmed for this replica's lease.
     pub lease_ttl_seconds: AtomicU64,
     pub keepalive_failures: AtomicU64,

@@ -215,19 +215,35 @@ fn one_etcd_member_killed_changes_nothing() {
     let mut n1 = Nsqd::connect(&a, "n1", 4150);
     n1.register("t", None);
     wait_for(PROPAGATION, "n1 on B", || producers(&b, "t") == ["n1"]);
+    let in_use = |s: &Server| metric(s, "nsqlookupd_cluster_etcd_endpoints_in_use");
+    assert_eq!((in_use(&a), in_use(&b)), (Some(3.0), Some(3.0)));
+    let republishes = |s: &Server| metric(s, "nsqlookupd_cluster_republishes");
+    let b_republishes = republishes(&b);
     let leader = etcd.leader();
     etcd.kill(leader);
     let mut n2 = Nsqd::connect(&b, "n2", 4250);
     assert!(n2.register("t", None) < Duration::from_millis(100));
+    // The dead member is taken out of both clients' balancers (requests
+    // sent its way would fail at once, again and again).
+    wait_for(PROPAGATION, "the dead member out of use on A and B", || {
+        (in_use(&a), in_use(&b)) == (Some(2.0), Some(2.0))
+    });
     let took = wait_for(
         Duration::from_secs(15),
         "n2 on A with one member down",
         || producers(&a, "t") == ["n1", "n2"],
     );
     eprintln!("fault etcd leader killed: a registration on B visible on A {took:?} after its OK");
+    // B's transaction in flight waited out etcd's request timeout (~6 s,
+    // more than the 5 s lease): its lease was kept alive meanwhile.
+    assert_eq!(republishes(&b), b_republishes, "B's lease expired");
     n1.unregister("t", None);
     wait_for(PROPAGATION, "n1's UNREGISTER on B", || {
         producers(&b, "t") == ["n2"]
+    });
+    etcd.restart(leader);
+    wait_for(PROPAGATION, "the member back in use on A and B", || {
+        (in_use(&a), in_use(&b)) == (Some(3.0), Some(3.0))
     });
 }
 

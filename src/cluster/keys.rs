@@ -12,6 +12,7 @@
 //! | `P/k/TOPIC`, `P/k/TOPIC/CHANNEL` | [`OriginValue`]: created by `/topic/create`, `/channel/create` | none |
 //! | `P/t/TOPIC/NODE` | [`OriginValue`]: a `/topic/tombstone` | the tombstone lifetime |
 //! | `P/e/R/SEQ` | [`EventValue`]: a `/topic/delete` or `/channel/delete` | a minute |
+//! | `P/health` | never written: read by the endpoint probe | |
 //!
 //! One key per (producer, topic) with the channels inside the value keeps
 //! the key count at producers x topics; keys by replica let a replica's
@@ -163,6 +164,13 @@ impl Layout {
 
     pub fn event(&self, replica: &str, seq: u64) -> String {
         format!("{}/e/{replica}/{seq:016}", self.prefix)
+    }
+
+    /// The key the endpoint probe reads (`endpoints`): never written, so
+    /// the answer is empty and cheap, and reading it needs no permission
+    /// beyond the prefix's.
+    pub fn health(&self) -> String {
+        format!("{}/health", self.prefix)
     }
 
     /// Parses a key of this layout; `None` for anything else (a key some

@@ -12,11 +12,15 @@
 //!   keys at one revision, watches from the next, and applies what changes
 //!   to the registry through its unobserved API, as producers of their own.
 //!
+//! - `endpoints`: probes each etcd member and keeps the client's requests
+//!   on those that answer (a dead member would otherwise keep getting them).
+//!
 //! Reads never touch etcd: `/lookup` and the other views are served from
 //! the registry, which holds the whole fleet. When etcd is away, both
 //! sides keep serving what they have and retry; see `keys` for the layout.
 
 pub mod apply;
+pub mod endpoints;
 pub mod keys;
 pub mod mirror;
 pub mod publish;
@@ -74,6 +78,13 @@ pub fn start(
             return;
         };
         let layout = Layout::new(&options.prefix);
+        let probing = tokio::spawn(endpoints::run(
+            client.clone(),
+            options.clone(),
+            layout.health(),
+            Arc::clone(&stats),
+            stop.clone(),
+        ));
         let own: Own = Arc::new(Mutex::new(HashSet::new()));
         let applier = Applier::new(
             Arc::clone(&registry),
@@ -103,6 +114,7 @@ pub fn start(
         let publishing = tokio::spawn(publisher.run());
         watcher.run().await;
         let _ = publishing.await;
+        let _ = probing.await;
     })
 }
 
@@ -111,7 +123,7 @@ async fn connect(options: &EtcdOptions, stop: &CancellationToken) -> Option<Clie
     let mut backoff = Duration::from_millis(200);
     let mut logged = false;
     loop {
-        match try_connect(options).await {
+        match try_connect(options, &options.endpoints).await {
             Ok(client) => {
                 info!(
                     "cluster: etcd client for {} (prefix {})",
@@ -138,7 +150,8 @@ async fn connect(options: &EtcdOptions, stop: &CancellationToken) -> Option<Clie
     }
 }
 
-async fn try_connect(o: &EtcdOptions) -> Result<Client, String> {
+/// A client of `endpoints` with `o`'s timeouts, credentials and TLS.
+async fn try_connect(o: &EtcdOptions, endpoints: &[String]) -> Result<Client, String> {
     let mut connect = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(10))
@@ -177,7 +190,7 @@ async fn try_connect(o: &EtcdOptions) -> Result<Client, String> {
         }
         connect = connect.with_tls(tls);
     }
-    Client::connect(&o.endpoints, Some(connect))
+    Client::connect(endpoints, Some(connect))
         .await
         .map_err(|e| e.to_string())
 }

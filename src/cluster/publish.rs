@@ -7,7 +7,9 @@
 //! Nothing waits for it: a TCP answer was sent when the registry changed.
 //!
 //! Every key of this replica carries its lease, kept alive every third of
-//! its TTL. A republish (at start, after the lease was lost, or when the
+//! its TTL, also while transactions are waiting for their answers (one
+//! that was in flight when etcd's leader died waits out etcd's request
+//! timeout, about 6 s, longer than the shortest lease). A republish (at start, after the lease was lost, or when the
 //! mirror's dirty set overflowed during an outage) takes a fresh lease
 //! (a new replica id), writes the whole local state under it and only then
 //! revokes the old one: other replicas see each nsqd under both ids for a
@@ -36,6 +38,10 @@ const PIPELINE: usize = 8;
 /// How long a lease keep-alive may wait for its answer.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How soon a failed keep-alive is tried again while transactions are in
+/// flight (between rounds, the publisher's backoff applies).
+const KEEP_ALIVE_RETRY: Duration = Duration::from_millis(500);
+
 pub struct Publisher {
     pub client: Client,
     pub layout: Layout,
@@ -50,7 +56,8 @@ pub struct Publisher {
     replica: String,
     /// The lease must be replaced and everything republished.
     must_republish: bool,
-    last_keep_alive: Instant,
+    /// When the lease is to be renewed next.
+    next_keep_alive: Instant,
     seq: u64,
 }
 
@@ -82,7 +89,7 @@ impl Publisher {
             lease: None,
             replica: String::new(),
             must_republish: true,
-            last_keep_alive: Instant::now(),
+            next_keep_alive: Instant::now(),
             seq: 0,
         }
     }
@@ -136,7 +143,9 @@ impl Publisher {
         }
         let batch = self.take_batch(PIPELINE * self.max_ops);
         if batch.is_empty() {
-            let due = (self.keep_alive_interval()).saturating_sub(self.last_keep_alive.elapsed());
+            let due = self
+                .next_keep_alive
+                .saturating_duration_since(Instant::now());
             tokio::select! {
                 _ = self.mirror.publish.notified() => {}
                 _ = tokio::time::sleep(due) => {}
@@ -152,14 +161,16 @@ impl Publisher {
     }
 
     /// Renews the lease if a third of its TTL has passed since the last
-    /// renewal; a lease etcd no longer knows means a republish.
+    /// renewal; a lease etcd no longer knows means a republish. A failure
+    /// is tried again after [`KEEP_ALIVE_RETRY`] at the latest.
     async fn keep_alive_if_due(&mut self) -> Result<()> {
         let Some(lease) = self.lease else {
             return Ok(());
         };
-        if self.last_keep_alive.elapsed() < self.keep_alive_interval() {
+        if Instant::now() < self.next_keep_alive {
             return Ok(());
         }
+        self.next_keep_alive = Instant::now() + KEEP_ALIVE_RETRY.min(self.keep_alive_interval());
         // A keep-alive is a stream: bound the wait for its answer (the
         // client's request timeout covers only opening it).
         let answer = tokio::time::timeout(KEEP_ALIVE_TIMEOUT, self.keep_alive_once(lease))
@@ -176,7 +187,7 @@ impl Publisher {
                 return Err(e);
             }
         };
-        self.last_keep_alive = Instant::now();
+        self.next_keep_alive = Instant::now() + self.keep_alive_interval();
         self.stats
             .lease_ttl_seconds
             .store(ttl.max(0) as u64, Relaxed);
@@ -253,7 +264,8 @@ impl Publisher {
     /// concurrent ones in one disk sync; one at a time, a medium fleet's
     /// 100,000 keys took 8 s). Returns once all are answered, so that no
     /// key is ever in two transactions at once: each key's writes stay in
-    /// order. The keys of failed transactions are marked again.
+    /// order. The keys of failed transactions are marked again. The lease
+    /// is kept alive meanwhile.
     async fn send(&mut self, keys: Vec<Dirty>) -> Result<()> {
         let mut chunks = keys.chunks(self.max_ops);
         let mut in_flight = tokio::task::JoinSet::new();
@@ -268,7 +280,21 @@ impl Publisher {
                 let chunk = chunk.to_vec();
                 in_flight.spawn(async move { (kv.txn(txn).await, chunk) });
             }
-            let Some(done) = in_flight.join_next().await else {
+            let due = self
+                .next_keep_alive
+                .saturating_duration_since(Instant::now());
+            let done = tokio::select! {
+                done = in_flight.join_next() => done,
+                _ = tokio::time::sleep(due), if self.lease.is_some() => {
+                    // A failure is counted and retried; the transactions'
+                    // own answers decide this call's outcome.
+                    if let Err(e) = self.keep_alive_if_due().await {
+                        debug!("cluster: lease keep-alive failed while publishing: {e}");
+                    }
+                    continue;
+                }
+            };
+            let Some(done) = done else {
                 break;
             };
             let (result, chunk) = done.expect("a publish transaction panicked");
@@ -380,7 +406,7 @@ impl Publisher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(self.replica.clone());
-        self.last_keep_alive = Instant::now();
+        self.next_keep_alive = Instant::now() + self.keep_alive_interval();
         self.stats
             .lease_ttl_seconds
             .store(grant.ttl().max(0) as u64, Relaxed);

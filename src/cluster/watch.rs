@@ -43,6 +43,17 @@ pub struct Watcher {
 
 type Result<T> = std::result::Result<T, etcd_client::Error>;
 
+/// The state of retrying etcd calls: whether an outage is under way (its
+/// first failure was logged) and the pause before the next attempt.
+struct Retry {
+    failing: bool,
+    backoff: Duration,
+}
+
+/// The first pause after a failure (doubling up to [`MAX_BACKOFF`]).
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
 /// Why a watch ended.
 enum Ended {
     /// The revision to resume from is gone: load a snapshot.
@@ -54,10 +65,12 @@ enum Ended {
 
 impl Watcher {
     pub async fn run(self) {
-        let mut backoff = Duration::from_millis(100);
+        let mut retry = Retry {
+            failing: false,
+            backoff: MIN_BACKOFF,
+        };
         // The next revision to watch from; None = load a snapshot first.
         let mut next: Option<i64> = None;
-        let mut failing = false;
         while !self.stop.is_cancelled() {
             let revision = match next {
                 Some(r) => r,
@@ -65,7 +78,7 @@ impl Watcher {
                     Ok(r) => r + 1,
                     Err(e) => {
                         let what = || format!("loading the cluster's state from etcd failed: {e}");
-                        if self.failed(&mut failing, &mut backoff, what).await {
+                        if self.failed(&mut retry, what).await {
                             return;
                         }
                         continue;
@@ -73,7 +86,7 @@ impl Watcher {
                 },
             };
             next = Some(revision);
-            match self.watch(revision, &mut next, &mut failing).await {
+            match self.watch(revision, &mut next, &mut retry).await {
                 Ended::Stopped => return,
                 Ended::Compacted => {
                     info!(
@@ -83,42 +96,33 @@ impl Watcher {
                 }
                 Ended::Lost(e) => {
                     let what = || format!("lost the etcd watch: {e}");
-                    if self.failed(&mut failing, &mut backoff, what).await {
+                    if self.failed(&mut retry, what).await {
                         return;
                     }
                     continue;
                 }
             }
-            backoff = Duration::from_millis(100);
+            retry.backoff = MIN_BACKOFF;
         }
     }
 
     /// After a failed etcd call: logs `what` once per outage (the first
-    /// failure), clears the connected gauge and pauses; true if stopped.
-    async fn failed(
-        &self,
-        failing: &mut bool,
-        backoff: &mut Duration,
-        what: impl FnOnce() -> String,
-    ) -> bool {
-        if !*failing {
+    /// failure), clears the connected gauge and pauses (doubling the next
+    /// pause); true if stopped meanwhile.
+    async fn failed(&self, retry: &mut Retry, what: impl FnOnce() -> String) -> bool {
+        if !retry.failing {
             warn!(
                 "cluster: {}; retrying, serving the fleet as last seen",
                 what()
             );
-            *failing = true;
+            retry.failing = true;
         }
         self.stats.connected.store(false, Relaxed);
-        self.pause(backoff).await
-    }
-
-    /// Sleeps `backoff` (doubling it, up to 2 s); true if stopped meanwhile.
-    async fn pause(&self, backoff: &mut Duration) -> bool {
         let stopped = tokio::select! {
-            _ = tokio::time::sleep(*backoff) => false,
+            _ = tokio::time::sleep(retry.backoff) => false,
             _ = self.stop.cancelled() => true,
         };
-        *backoff = (*backoff * 2).min(Duration::from_secs(2));
+        retry.backoff = (retry.backoff * 2).min(MAX_BACKOFF);
         stopped
     }
 
@@ -175,8 +179,9 @@ impl Watcher {
     }
 
     /// Watches from `revision`, applying each batch; keeps `next` at the
-    /// revision after the last one applied.
-    async fn watch(&self, revision: i64, next: &mut Option<i64>, failing: &mut bool) -> Ended {
+    /// revision after the last one applied. A watch that answers ends an
+    /// outage: the next failure pauses [`MIN_BACKOFF`] first again.
+    async fn watch(&self, revision: i64, next: &mut Option<i64>, retry: &mut Retry) -> Ended {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision);
@@ -227,10 +232,11 @@ impl Watcher {
                     "watch canceled: {reason}"
                 )));
             }
-            if *failing {
+            if retry.failing {
                 info!("cluster: watching etcd again");
-                *failing = false;
+                retry.failing = false;
             }
+            retry.backoff = MIN_BACKOFF;
             self.stats.connected.store(true, Relaxed);
             let mut updates = Vec::with_capacity(response.events().len());
             for event in response.events() {
