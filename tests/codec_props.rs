@@ -27,7 +27,8 @@ use nsqlookupd::http::query::Params;
 use nsqlookupd::registry::{Registry, RegistryOptions};
 use nsqlookupd::stats::Stats;
 use nsqlookupd::tcp::codec::{Command, Frame, LookupCodec, MAGIC_V1};
-use nsqlookupd::tcp::session::{Reply, Session};
+use nsqlookupd::tcp::driver::{Driver, Ending, Output};
+use nsqlookupd::tcp::session::Session;
 
 /// Cases per property: enough to reach every codec state many times over,
 /// small enough for the whole file to run in a few seconds.
@@ -367,7 +368,7 @@ fn session_stream() -> impl Strategy<Value = Vec<u8>> {
 }
 
 // ---------------------------------------------------------------------------
-// Driving codec + session, as src/tcp/connection.rs does
+// Driving codec + session: the connection's own loop (src/tcp/driver.rs)
 // ---------------------------------------------------------------------------
 
 /// What the connection would write and how it would end.
@@ -383,23 +384,24 @@ fn peer() -> SocketAddr {
     "127.0.0.1:4150".parse().expect("address")
 }
 
-/// Feeds `chunks` through a codec and a session on a fresh registry,
-/// stopping at the first fatal reply or codec error; returns what was
-/// answered, and checks that the producer is gone once the session is.
+/// Feeds `chunks` through the connection's decode/apply loop (the
+/// [`Driver`]) on a fresh registry, stopping at the first fatal reply or
+/// codec error; returns what was answered, and checks that the producer is
+/// gone once the session is.
 fn run_session(chunks: &[&[u8]], max_registrations: usize) -> Vec<Event> {
     let registry = Arc::new(Registry::new(RegistryOptions::default()));
-    let mut session = Session::new(
+    let session = Session::new(
         Arc::clone(&registry),
         peer(),
         Bytes::from_static(b"{\"tcp_port\":4160}"),
         max_registrations,
         Arc::new(Stats::default()),
     );
-    let mut codec = LookupCodec::new(64, 512);
+    let mut driver = Driver::new(LookupCodec::new(64, 512), session);
     let mut buf = BytesMut::new();
     let mut events = Vec::new();
     let feed = chunks.iter().map(Some).chain([None]);
-    'read: for next in feed {
+    for next in feed {
         let eof = match next {
             Some(chunk) => {
                 buf.extend_from_slice(chunk);
@@ -407,34 +409,21 @@ fn run_session(chunks: &[&[u8]], max_registrations: usize) -> Vec<Event> {
             }
             None => true,
         };
-        loop {
-            let decoded = if eof {
-                codec.decode_eof(&mut buf)
-            } else {
-                codec.decode(&mut buf)
-            };
-            match decoded {
-                Ok(Some(frame)) => match session.apply(frame) {
-                    Reply::Send(data) | Reply::Error(data) => events.push(Event::Send(data)),
-                    Reply::ReadIdentifyBody => codec.expect_identify_body(),
-                    Reply::Fatal(data) => {
-                        events.push(Event::Fatal(data));
-                        break 'read;
-                    }
-                },
-                Ok(None) if eof => {
-                    events.push(Event::Closed);
-                    break 'read;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    events.push(Event::CodecError(format!("{e:?}")));
-                    break 'read;
-                }
+        let ending = driver.pump(&mut buf, eof, |o| {
+            if let Output::Answer(data) = o {
+                events.push(Event::Send(data));
             }
-        }
+        });
+        let last = match ending {
+            None => continue,
+            Some(Ending::Closed) => Event::Closed,
+            Some(Ending::Fatal(data)) => Event::Fatal(data),
+            Some(Ending::Codec(e)) => Event::CodecError(format!("{e:?}")),
+        };
+        events.push(last);
+        break;
     }
-    drop(session);
+    drop(driver);
     assert_eq!(registry.producer_count(), 0, "the session's producer left");
     events
 }

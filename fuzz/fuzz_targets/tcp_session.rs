@@ -1,8 +1,7 @@
-//! Fuzz target: bytes an nsqd-side peer sends → codec + session on a fresh
-//! registry, driven exactly as `src/tcp/connection.rs` drives them (decode
-//! until the codec wants more, `decode_eof` at the end, the IDENTIFY body
-//! read only when the session asks for it, stop at the first fatal reply
-//! or codec error).
+//! Fuzz target: bytes an nsqd-side peer sends → the connection's own
+//! decode/apply loop (`nsqlookupd::tcp::driver`, codec + session) on a
+//! fresh registry, stopping where the connection would (the first fatal
+//! reply or codec error, or the end of input).
 //!
 //! The input is fed twice: whole, and in 2 or 3 chunks whose cut points
 //! come from the first input byte. Checked besides "no panic":
@@ -19,12 +18,12 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use tokio_util::codec::Decoder;
 
 use nsqlookupd::registry::{Registry, RegistryOptions};
 use nsqlookupd::stats::Stats;
 use nsqlookupd::tcp::codec::{CodecError, LookupCodec};
-use nsqlookupd::tcp::session::{Reply, Session};
+use nsqlookupd::tcp::driver::{Driver, Ending, Output};
+use nsqlookupd::tcp::session::Session;
 
 /// Limits small enough for fuzzed inputs to reach them (the server's
 /// defaults are 4096 / 65536 / 100000).
@@ -44,18 +43,18 @@ enum Event {
 fn drive(chunks: &[&[u8]]) -> Vec<Event> {
     let registry = Arc::new(Registry::new(RegistryOptions::default()));
     let peer: SocketAddr = "127.0.0.1:4150".parse().expect("address");
-    let mut session = Session::new(
+    let session = Session::new(
         Arc::clone(&registry),
         peer,
         Bytes::from_static(br#"{"tcp_port":4160,"http_port":4161}"#),
         MAX_REGISTRATIONS,
         Arc::new(Stats::default()),
     );
-    let mut codec = LookupCodec::new(MAX_LINE, MAX_BODY);
+    let mut driver = Driver::new(LookupCodec::new(MAX_LINE, MAX_BODY), session);
     let mut input = BytesMut::new();
     let mut events = Vec::new();
     let reads = chunks.iter().map(Some).chain([None]);
-    'read: for read in reads {
+    for read in reads {
         let eof = match read {
             Some(chunk) => {
                 input.extend_from_slice(chunk);
@@ -63,42 +62,33 @@ fn drive(chunks: &[&[u8]]) -> Vec<Event> {
             }
             None => true,
         };
-        // Answer everything already buffered (connection.rs's inner loop).
-        loop {
-            let decoded = if eof {
-                codec.decode_eof(&mut input)
-            } else {
-                codec.decode(&mut input)
-            };
-            match decoded {
-                Ok(Some(frame)) => match session.apply(frame) {
-                    Reply::Send(data) | Reply::Error(data) => events.push(Event::Send(data)),
-                    Reply::ReadIdentifyBody => codec.expect_identify_body(),
-                    Reply::Fatal(data) => {
-                        events.push(Event::Fatal(data));
-                        break 'read;
-                    }
-                },
-                Ok(None) if eof => {
-                    events.push(Event::Closed);
-                    break 'read;
-                }
-                Ok(None) => {
-                    assert!(
-                        input.len() <= MAX_LINE.max(MAX_BODY),
-                        "read buffer holds {} bytes",
-                        input.len()
-                    );
-                    break;
-                }
-                Err(CodecError::Io(_)) => unreachable!("no I/O here"),
-                Err(e) => {
-                    events.push(Event::CodecError(e.response()));
-                    break 'read;
-                }
+        let ending = driver.pump(&mut input, eof, |o| {
+            if let Output::Answer(data) = o {
+                events.push(Event::Send(data));
+            }
+        });
+        match ending {
+            None => assert!(
+                input.len() <= MAX_LINE.max(MAX_BODY),
+                "read buffer holds {} bytes",
+                input.len()
+            ),
+            Some(Ending::Closed) => {
+                events.push(Event::Closed);
+                break;
+            }
+            Some(Ending::Fatal(data)) => {
+                events.push(Event::Fatal(data));
+                break;
+            }
+            Some(Ending::Codec(CodecError::Io(_))) => unreachable!("no I/O here"),
+            Some(Ending::Codec(e)) => {
+                events.push(Event::CodecError(e.response()));
+                break;
             }
         }
     }
+    let Driver { session, .. } = driver;
     // Read views over whatever the session registered.
     for topic in registry.topics() {
         let _ = registry.lookup(&topic);

@@ -1,5 +1,6 @@
-//! Drives one accepted TCP connection: reads bytes, lets the codec frame
-//! them and the session answer them, writes the answers.
+//! Drives one accepted TCP connection: reads bytes, lets the [`Driver`]
+//! (codec + session, no I/O) answer them, writes the answers, and logs and
+//! counts how the connection ended.
 //!
 //! Responses to pipelined commands are batched: every command already in
 //! the read buffer is answered into one output buffer, which is written
@@ -17,12 +18,12 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::Decoder;
 use tracing::{error, info, warn};
 
 use super::TcpContext;
 use super::codec::{CodecError, LookupCodec};
-use super::session::{Reply, Session};
+use super::driver::{Driver, Ending, Output};
+use super::session::Session;
 use crate::stats::Limit;
 
 /// Read buffer growth step.
@@ -51,18 +52,20 @@ enum End {
 /// Serves the connection until it ends. Never panics on input.
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<TcpContext>) {
     info!(peer = %peer, "TCP: new client({peer})");
-    let mut session = Session::new(
+    let session = Session::new(
         Arc::clone(&ctx.registry),
         peer,
         ctx.identify_response.clone(),
         ctx.limits.max_registrations_per_connection,
         Arc::clone(&ctx.stats),
     );
-    let mut codec = LookupCodec::new(
+    let codec = LookupCodec::new(
         ctx.limits.max_command_size,
         ctx.limits.max_identify_body_size,
     );
-    let end = run(&mut stream, peer, &mut session, &mut codec, &ctx).await;
+    let mut driver = Driver::new(codec, session);
+    let end = run(&mut stream, peer, &mut driver, &ctx).await;
+    let session = driver.session;
     match &end {
         End::Fatal(err) => error!(peer = %peer, "[{peer}] - {}", String::from_utf8_lossy(err)),
         End::Idle => {
@@ -88,54 +91,38 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<TcpContext>
 async fn run(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    session: &mut Session,
-    codec: &mut LookupCodec,
+    driver: &mut Driver,
     ctx: &TcpContext,
 ) -> End {
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::with_capacity(READ_CHUNK);
     let mut eof = false;
-    let mut magic_logged = false;
     loop {
         // Answer everything already buffered.
-        let ended = loop {
-            let decoded = if eof {
-                codec.decode_eof(&mut input)
-            } else {
-                codec.decode(&mut input)
-            };
-            if !magic_logged && !codec.awaiting_magic() {
-                magic_logged = true;
-                info!(peer = %peer, "CLIENT({peer}): desired protocol magic '  V1'");
+        let ending = driver.pump(&mut input, eof, |o| match o {
+            Output::Magic => info!(peer = %peer, "CLIENT({peer}): desired protocol magic '  V1'"),
+            Output::Answer(data) => put_frame(&mut output, &data),
+        });
+        let ended = ending.map(|ending| match ending {
+            Ending::Closed | Ending::Codec(CodecError::Io(_)) => End::Closed,
+            Ending::Fatal(data) => {
+                put_frame(&mut output, &data);
+                End::Fatal(data)
             }
-            match decoded {
-                Ok(Some(frame)) => match session.apply(frame) {
-                    Reply::Send(data) | Reply::Error(data) => put_frame(&mut output, &data),
-                    Reply::ReadIdentifyBody => codec.expect_identify_body(),
-                    Reply::Fatal(data) => {
-                        put_frame(&mut output, &data);
-                        break Some(End::Fatal(data));
-                    }
-                },
-                Ok(None) => break eof.then_some(End::Closed),
-                Err(CodecError::Io(_)) => break Some(End::Closed),
-                Err(e) => {
-                    match &e {
-                        CodecError::BadMagic(magic) => error!(peer = %peer,
-                            "client({peer}) bad protocol magic '{}'", String::from_utf8_lossy(magic)),
-                        CodecError::LineTooLong { .. } => ctx.stats.limit_hit(Limit::CommandSize),
-                        CodecError::BadBodySize { .. } => {
-                            ctx.stats.limit_hit(Limit::IdentifyBodySize)
-                        }
-                        _ => {}
-                    }
-                    let response = e.response().unwrap_or_default();
-                    ctx.stats.tcp_error(&response);
-                    put_frame(&mut output, &response);
-                    break Some(End::Fatal(response));
+            Ending::Codec(e) => {
+                match &e {
+                    CodecError::BadMagic(magic) => error!(peer = %peer,
+                        "client({peer}) bad protocol magic '{}'", String::from_utf8_lossy(magic)),
+                    CodecError::LineTooLong { .. } => ctx.stats.limit_hit(Limit::CommandSize),
+                    CodecError::BadBodySize { .. } => ctx.stats.limit_hit(Limit::IdentifyBodySize),
+                    _ => {}
                 }
+                let response = e.response().unwrap_or_default();
+                ctx.stats.tcp_error(&response);
+                put_frame(&mut output, &response);
+                End::Fatal(response)
             }
-        };
+        });
         if !output.is_empty() {
             if stream.write_all(&output).await.is_err() {
                 return End::Closed;

@@ -3,12 +3,15 @@
 //! - [`codec`]: bytes → frames (magic, command lines, IDENTIFY bodies).
 //! - [`identify`]: the IDENTIFY JSON body, decoded with Go's rules.
 //! - [`session`]: one connection's protocol state, applied to the registry.
+//! - [`driver`]: codec + session as one loop, bytes in and answers out, no
+//!   I/O (the connection, the fuzz target and the property tests run it).
 //! - [`connection`]: socket I/O for one connection.
 //! - [`listener`]: the accept loop.
 //! - [`janitor`]: cleans closed connections up off the async worker.
 
 pub mod codec;
 pub mod connection;
+pub mod driver;
 pub mod identify;
 pub mod janitor;
 pub mod listener;
