@@ -19,6 +19,7 @@ use crate::report::Report;
 struct Running {
     tcp: SocketAddr,
     http: SocketAddr,
+    registry: Arc<nsqlookupd::registry::Registry>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -43,6 +44,7 @@ async fn start_server_with(extra: &[&str]) -> Running {
         server.tcp_addr(),
         server.http_addr().expect("plain HTTP is on"),
     );
+    let registry = Arc::clone(server.registry());
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run_until(async move {
         let _ = rx.await;
@@ -50,8 +52,36 @@ async fn start_server_with(extra: &[&str]) -> Running {
     Running {
         tcp,
         http,
+        registry,
         stop,
         task,
+    }
+}
+
+/// Waits (at most 20 s) until `servers` hold, together, every registration
+/// of a fleet's workload `w` (a `client` one per node, then its topics and
+/// channels): the fleet is registered, and holds for its `--duration`.
+async fn registered(servers: &[&Running], w: &crate::scheme::Workload) {
+    let want = w.nodes + w.total_registrations() as usize;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let held: usize = servers
+            .iter()
+            .map(|s| {
+                s.registry
+                    .counts()
+                    .registrations
+                    .load(std::sync::atomic::Ordering::Relaxed) as usize
+            })
+            .sum();
+        if held >= want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fleet did not register within 20 s: {held} of {want} registrations"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
@@ -145,8 +175,9 @@ async fn answers_that_do_not_match_the_fleet_fail_the_run() {
     let Cmd::Fleet(fleet) = cli(&["fleet", "--tcp-address", &tcp, "--duration", "3s"]) else {
         unreachable!()
     };
+    let w = fleet.workload.workload().expect("the fleet's workload");
     let fleet = tokio::spawn(modes::fleet_only(fleet));
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    registered(&[&srv], &w).await;
     // ...but the consumers expect 9 nodes: node 9's producers are "unexpected".
     let r = consumers_report(&[
         "--http-address",
@@ -185,8 +216,9 @@ async fn consumers_asking_for_gzip_check_the_servers_answers() {
     let Cmd::Fleet(fleet) = cli(&["fleet", "--tcp-address", &tcp, "--duration", "3s"]) else {
         unreachable!()
     };
+    let w = fleet.workload.workload().expect("the fleet's workload");
     let fleet = tokio::spawn(modes::fleet_only(fleet));
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    registered(&[&srv], &w).await;
     let Cmd::Consumers(cons) = cli(&[
         "consumers",
         "--http-address",
@@ -379,8 +411,9 @@ async fn a_fleet_spreads_over_several_servers() {
     let Cmd::Fleet(fleet) = cli(&["fleet", "--tcp-address", &tcp, "--duration", "1s"]) else {
         unreachable!()
     };
+    let w = fleet.workload.workload().expect("the fleet's workload");
     let fleet = tokio::spawn(modes::fleet_only(fleet));
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    registered(&[&s1, &s2], &w).await;
     // Nodes 0, 2, ... on the first server, 1, 3, ... on the second.
     for (srv, first) in [(&s1, 0usize), (&s2, 1)] {
         let mut c = crate::httpc::HttpConn::plain(&srv.http.to_string());
