@@ -49,6 +49,8 @@ struct Member {
     /// Its own client (one endpoint), made at the first probe.
     probe: Option<Client>,
     failures: u32,
+    /// Why its last probe failed.
+    last_error: String,
     in_use: bool,
 }
 
@@ -75,6 +77,7 @@ pub async fn run(
             url: url.clone(),
             probe: None,
             failures: 0,
+            last_error: String::new(),
             in_use: true,
         })
         .collect();
@@ -92,19 +95,13 @@ pub async fn run(
             .filter(|(_, r)| r.is_ok())
             .map(|(i, _)| *i)
             .collect();
-        for (i, result) in &answers {
-            let m = &mut members[*i];
+        for (i, result) in answers {
+            let m = &mut members[i];
             match result {
                 Ok(()) => m.failures = 0,
                 Err(e) => {
-                    m.failures += 1;
-                    if m.in_use && m.failures == FAILURES_TO_DROP && !healthy.is_empty() {
-                        warn!(
-                            "cluster: etcd member {} failed {FAILURES_TO_DROP} health checks ({e}): \
-                             sending requests to the others",
-                            m.url
-                        );
-                    }
+                    m.failures = m.failures.saturating_add(1);
+                    m.last_error = e;
                 }
             }
         }
@@ -121,9 +118,15 @@ pub async fn run(
             match changed {
                 Ok(()) => {
                     m.in_use = want;
-                    if want && m.failures == 0 {
+                    if !want {
+                        warn!(
+                            "cluster: etcd member {} failed {} health checks in a row ({}): \
+                             sending requests to the others",
+                            m.url, m.failures, m.last_error
+                        );
+                    } else if m.failures == 0 {
                         info!("cluster: etcd member {} answers again: back in use", m.url);
-                    } else if want {
+                    } else {
                         info!(
                             "cluster: no etcd member answers its health check: {} back in use",
                             m.url
