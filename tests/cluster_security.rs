@@ -404,3 +404,43 @@ fn cluster_log(server: &Server) -> String {
         .collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// The member health check (`src/cluster/endpoints.rs`) reads with the
+/// replica's own credentials: over TLS with its client certificate, as a
+/// user limited to the prefix. A dead member is taken out of use (so the
+/// checks of the others succeed: were they refused, every member would
+/// stay in use), and put back when it returns; the fleet is published
+/// throughout.
+#[test]
+fn the_member_health_check_works_with_tls_and_a_user_limited_to_the_prefix() {
+    let pki = Pki::generate();
+    let mut etcd = EtcdCluster::start_tls(3, &pki.etcd_files());
+    secure(&etcd);
+    let secrets = Secrets::new("health");
+    let mut args = tls_args(&pki.ca, Some(&pki.client));
+    args.extend(user_args(&secrets.password("lookupd.pw", LOOKUPD_PASSWORD)));
+    let a = replica(&etcd, &strs(&args));
+    let in_use = || metric(&a, "nsqlookupd_cluster_etcd_endpoints_in_use");
+    assert_eq!(in_use(), Some(3.0));
+    let follower = (etcd.leader() + 1) % 3;
+    etcd.kill(follower);
+    wait_for(PROPAGATION, "the dead member out of use", || {
+        in_use() == Some(2.0)
+    });
+    let mut n1 = Nsqd::connect(&a, "n1", 4150);
+    n1.register("orders", None);
+    wait_for(PROPAGATION, "n1 published with a member down", || {
+        etcd.get_prefix("/nsqlookupd/r/orders/").len() == 1
+    });
+    etcd.restart(follower);
+    wait_for(PROPAGATION, "the member back in use", || {
+        in_use() == Some(3.0)
+    });
+    assert_eq!(
+        metric(&a, "nsqlookupd_cluster_etcd_connected"),
+        Some(1.0),
+        "{}",
+        a.log_tail(10)
+    );
+    assert_no_password_logged(&[&a]);
+}
