@@ -13,7 +13,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nsqlookupd::registry::{Registry, RegistryOptions};
 use nsqlookupd::stats::Stats;
 use nsqlookupd::tcp::codec::{LookupCodec, MAGIC_V1};
-use nsqlookupd::tcp::driver::{Driver, Ending, Output};
+use nsqlookupd::tcp::driver::{Driver, Ending, Output, put_frame};
 use nsqlookupd::tcp::session::Session;
 use tokio_util::codec::Decoder;
 
@@ -73,8 +73,7 @@ fn decode(c: &mut Criterion) {
             let mut answers = 0usize;
             let ending = driver.pump(&mut buf, true, |o| {
                 if let Output::Answer(data) = o {
-                    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-                    out.extend_from_slice(&data);
+                    put_frame(&mut out, &data);
                     answers += 1;
                 }
             });

@@ -19,7 +19,6 @@
 //! taken out: when none answers, every one stays in use and the callers'
 //! retries go on as before.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -90,11 +89,7 @@ pub async fn run(
             a = probe_all(&mut members, &options, &probe_key) => a,
             _ = stop.cancelled() => return,
         };
-        let healthy: HashSet<usize> = answers
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| *i)
-            .collect();
+        let anyone_answers = answers.iter().any(|(_, r)| r.is_ok());
         for (i, result) in answers {
             let m = &mut members[i];
             match result {
@@ -106,7 +101,7 @@ pub async fn run(
             }
         }
         for m in &mut members {
-            let want = wanted(m.failures, !healthy.is_empty());
+            let want = wanted(m.failures, anyone_answers);
             if want == m.in_use {
                 continue;
             }

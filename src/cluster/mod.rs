@@ -2,7 +2,8 @@
 //! through etcd (`--etcd-endpoints`).
 //!
 //! Owns the etcd client and nothing else: the registry stays free of I/O
-//! and does not know where a producer came from. Three parts, one way each:
+//! and does not know where a producer came from. Three parts, one way each,
+//! and the client's upkeep:
 //! - [`mirror`]: the registry's observer. Follows this replica's own
 //!   writes (its TCP sessions, its admin endpoints) and marks what is to
 //!   be published.
@@ -11,7 +12,6 @@
 //! - `watch` + [`apply`]: loads a snapshot of the other replicas'
 //!   keys at one revision, watches from the next, and applies what changes
 //!   to the registry through its unobserved API, as producers of their own.
-//!
 //! - `endpoints`: probes each etcd member and keeps the client's requests
 //!   on those that answer (a dead member would otherwise keep getting them).
 //!

@@ -9,8 +9,9 @@
 //! Every key of this replica carries its lease, kept alive every third of
 //! its TTL, also while transactions are waiting for their answers (one
 //! that was in flight when etcd's leader died waits out etcd's request
-//! timeout, about 6 s, longer than the shortest lease). A republish (at start, after the lease was lost, or when the
-//! mirror's dirty set overflowed during an outage) takes a fresh lease
+//! timeout, about 6 s, longer than the shortest lease). A republish (at
+//! start, after the lease was lost, or when the mirror's dirty set
+//! overflowed during an outage) takes a fresh lease
 //! (a new replica id), writes the whole local state under it and only then
 //! revokes the old one: other replicas see each nsqd under both ids for a
 //! moment and under the new one after, never under none.
@@ -143,9 +144,7 @@ impl Publisher {
         }
         let batch = self.take_batch(PIPELINE * self.max_ops);
         if batch.is_empty() {
-            let due = self
-                .next_keep_alive
-                .saturating_duration_since(Instant::now());
+            let due = self.keep_alive_due();
             tokio::select! {
                 _ = self.mirror.publish.notified() => {}
                 _ = tokio::time::sleep(due) => {}
@@ -154,6 +153,12 @@ impl Publisher {
             return Ok(());
         }
         self.send(batch).await
+    }
+
+    /// How long until the lease is to be renewed (zero: now).
+    fn keep_alive_due(&self) -> Duration {
+        self.next_keep_alive
+            .saturating_duration_since(Instant::now())
     }
 
     fn keep_alive_interval(&self) -> Duration {
@@ -280,9 +285,7 @@ impl Publisher {
                 let chunk = chunk.to_vec();
                 in_flight.spawn(async move { (kv.txn(txn).await, chunk) });
             }
-            let due = self
-                .next_keep_alive
-                .saturating_duration_since(Instant::now());
+            let due = self.keep_alive_due();
             let done = tokio::select! {
                 done = in_flight.join_next() => done,
                 _ = tokio::time::sleep(due), if self.lease.is_some() => {

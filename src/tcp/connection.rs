@@ -15,14 +15,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{error, info, warn};
 
 use super::TcpContext;
 use super::codec::{CodecError, LookupCodec};
-use super::driver::{Driver, Ending, Output};
+use super::driver::{Driver, Ending, Output, put_frame};
 use super::session::Session;
 use crate::stats::Limit;
 
@@ -32,12 +32,6 @@ const READ_CHUNK: usize = 4096;
 /// A closed connection with more keys than this is cleaned up off the
 /// async worker.
 const CLEANUP_INLINE_MAX_KEYS: usize = 256;
-
-/// Appends one response frame: 4-byte big-endian length, then the data.
-fn put_frame(out: &mut BytesMut, data: &[u8]) {
-    out.put_u32(u32::try_from(data.len()).unwrap_or(u32::MAX));
-    out.put_slice(data);
-}
 
 /// How a connection ended.
 enum End {

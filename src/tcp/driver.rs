@@ -3,14 +3,22 @@
 //! fuzz target and `tests/codec_props.rs` feed it byte chunks, so what
 //! they check is the loop the server runs, not a copy of it.
 //!
-//! Owns the connection's codec and session; knows nothing of sockets,
-//! logging or metrics (the caller reacts to what [`Driver::pump`] returns).
+//! Owns the connection's codec and session, and the answers' framing
+//! ([`put_frame`]); knows nothing of sockets, logging or metrics (the
+//! caller reacts to what [`Driver::pump`] returns).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use super::codec::{CodecError, LookupCodec};
 use super::session::{Reply, Session};
+
+/// Appends one answer as the protocol frames it: a 4-byte big-endian
+/// length, then the data.
+pub fn put_frame(out: &mut BytesMut, data: &[u8]) {
+    out.put_u32(u32::try_from(data.len()).unwrap_or(u32::MAX));
+    out.put_slice(data);
+}
 
 /// What the driver tells its caller, in order.
 #[derive(Debug)]
